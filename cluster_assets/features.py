@@ -1,0 +1,183 @@
+"""Feature addresses -> one float32 matrix per batch of documents.
+
+An address ``mixpeek://<extractor>@<version>/<output>`` names the feature column
+``<output>``; a plain column name is an address too. A column holds, per document,
+a dense vector (list<float>), a sparse vector (struct of ``indices``/``values``)
+or a multi-vector (list<list<float>>, mean-pooled). Several addresses are
+L2-normalised each and concatenated, so that no feature dominates by scale.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ADDRESS = re.compile(r"^mixpeek://(?P<extractor>[^@/]+)@(?P<version>[^/]+)/(?P<output>[A-Za-z0-9_.\-]+)$")
+PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+Kind = Literal["dense", "sparse", "multi"]
+
+
+class FeatureError(ValueError):
+    """Vectors that cannot be clustered; the message names the collection, column and document."""
+
+
+def parse_address(address: str) -> str:
+    """The feature column an address resolves to."""
+    match = ADDRESS.match(address)
+    if match:
+        return match["output"]
+    if PLAIN.match(address):
+        return address
+    raise ValueError(
+        f"feature address {address!r} is neither 'mixpeek://<extractor>@<version>/<output>' nor a column name"
+    )
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    address: str
+    column: str
+    kind: Kind
+    dim: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def column_kind(field_type: pa.DataType, column: str, collection_id: str) -> Kind:
+    if pa.types.is_struct(field_type):
+        names = {field_type.field(i).name for i in range(field_type.num_fields)}
+        if {"indices", "values"} <= names:
+            return "sparse"
+    if pa.types.is_list(field_type) or pa.types.is_large_list(field_type) or pa.types.is_fixed_size_list(field_type):
+        inner = field_type.value_type
+        if pa.types.is_floating(inner) or pa.types.is_integer(inner):
+            return "dense"
+        if (pa.types.is_list(inner) or pa.types.is_fixed_size_list(inner) or pa.types.is_large_list(inner)) and (
+            pa.types.is_floating(inner.value_type) or pa.types.is_integer(inner.value_type)
+        ):
+            return "multi"
+    raise FeatureError(
+        f"collection {collection_id!r}: column {column!r} of type {field_type} is not a feature "
+        f"(expected list<float>, struct<indices, values> or list<list<float>>)"
+    )
+
+
+def _first_bad(ids: pa.Array | None, mask: np.ndarray) -> str:
+    where = int(np.flatnonzero(mask)[0])
+    return f"document {ids[where].as_py()!r}" if ids is not None else f"row {where}"
+
+
+def _list_lengths(arr: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.list_value_length(arr), -1).to_numpy(zero_copy_only=False)
+
+
+def _check_nulls(arr: pa.Array, ids, where: str) -> None:
+    if arr.null_count:
+        mask = arr.is_null().to_numpy(zero_copy_only=False)
+        raise FeatureError(f"{where}: {_first_bad(ids, mask)} has no vector")
+
+
+def _flat_values(arr: pa.Array) -> np.ndarray:
+    values = arr.flatten()
+    if values.null_count:
+        raise FeatureError("vector with a null component")
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+
+
+def dense_matrix(arr: pa.Array, ids, where: str, dim: int | None = None) -> np.ndarray:
+    """(n, d) float32 from a list<float> column; every vector must have the same length."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    _check_nulls(arr, ids, where)
+    if pa.types.is_fixed_size_list(arr.type):
+        d = arr.type.list_size
+        if dim is not None and d != dim:
+            raise FeatureError(f"{where}: vectors have {d} dimensions, expected {dim}")
+    else:
+        lengths = _list_lengths(arr)
+        d = dim if dim is not None else (int(lengths[0]) if len(lengths) else 0)
+        if len(lengths) and (lengths != d).any():
+            bad = lengths != d
+            raise FeatureError(
+                f"{where}: vectors of different lengths: {_first_bad(ids, bad)} has "
+                f"{int(lengths[np.flatnonzero(bad)[0]])} values, expected {d}"
+            )
+    if d == 0:
+        raise FeatureError(f"{where}: empty vectors")
+    try:
+        flat = _flat_values(arr)
+    except FeatureError as exc:
+        raise FeatureError(f"{where}: {exc}") from None
+    return flat.reshape(len(arr), d)
+
+
+def multi_matrix(arr: pa.Array, ids, where: str, dim: int | None = None) -> np.ndarray:
+    """Mean-pool each document's vectors: (n, d) float32."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    _check_nulls(arr, ids, where)
+    counts = _list_lengths(arr)
+    if (counts <= 0).any():
+        raise FeatureError(f"{where}: {_first_bad(ids, counts <= 0)} has an empty multi-vector")
+    inner = dense_matrix(arr.flatten(), None, where, dim)
+    owners = np.repeat(np.arange(len(arr)), counts)
+    pooled = np.zeros((len(arr), inner.shape[1]), dtype=np.float64)
+    np.add.at(pooled, owners, inner)
+    return (pooled / counts[:, None]).astype(np.float32)
+
+
+def sparse_matrix(arr: pa.Array, ids, where: str, dim: int) -> np.ndarray:
+    """Densify struct<indices, values> into (n, dim) float32."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    _check_nulls(arr, ids, where)
+    indices, values = arr.field("indices"), arr.field("values")
+    n_idx, n_val = _list_lengths(indices), _list_lengths(values)
+    if (n_idx != n_val).any():
+        raise FeatureError(f"{where}: {_first_bad(ids, n_idx != n_val)} has indices and values of different lengths")
+    flat_idx = indices.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_val = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    if len(flat_idx) and (flat_idx.min() < 0 or flat_idx.max() >= dim):
+        raise FeatureError(f"{where}: sparse index outside [0, {dim})")
+    out = np.zeros((len(arr), dim), dtype=np.float32)
+    rows = np.repeat(np.arange(len(arr)), n_idx)
+    np.add.at(out, (rows, flat_idx), flat_val)
+    return out
+
+
+def sparse_dimension(arr: pa.Array) -> int:
+    indices = arr.field("indices").flatten()
+    return int(pc.max(indices).as_py()) + 1 if len(indices) else 0
+
+
+def feature_block(arr: pa.Array, feature: FeatureColumn, ids, where: str) -> np.ndarray:
+    if feature.kind == "dense":
+        return dense_matrix(arr, ids, where, feature.dim)
+    if feature.kind == "multi":
+        return multi_matrix(arr, ids, where, feature.dim)
+    return sparse_matrix(arr, ids, where, feature.dim)
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return X / norms
+
+
+def combine(blocks: list[np.ndarray], normalize: bool) -> np.ndarray:
+    """One matrix from one block per address (each L2-normalised when there are several)."""
+    if len(blocks) == 1:
+        return l2_normalize(blocks[0]) if normalize else blocks[0]
+    scale = np.float32(1.0 / np.sqrt(len(blocks)))
+    return np.hstack([l2_normalize(b) * scale for b in blocks]).astype(np.float32, copy=False)
+
+
+def check_finite(X: np.ndarray, ids, where: str) -> None:
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = ~finite
+        raise FeatureError(f"{where}: {_first_bad(ids, bad)} has NaN or infinite values ({int(bad.sum())} documents)")

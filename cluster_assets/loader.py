@@ -1,0 +1,34 @@
+"""The definitions folder -> one ``dg.Definitions`` holding every valid definition's assets.
+
+A broken definition file is skipped and logged with its file and field; the
+others load as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dagster as dg
+
+from cluster_assets import factory
+from cluster_assets.resources import default_definitions_dir, storage_resource
+from cluster_assets.spec import load_definitions
+
+logger = logging.getLogger("cluster_assets")
+
+
+def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
+    folder = definitions_dir or default_definitions_dir()
+    loaded, problems = load_definitions(folder)
+    for problem in problems:
+        logger.error("skipping cluster definition: %s", problem)
+    assets, collections = factory.build_definitions(loaded)
+    return dg.Definitions(
+        assets=[*collections, *assets],
+        resources={"storage": storage_resource()},
+        metadata={
+            "definitions_dir": str(folder),
+            "definition_errors": dg.MetadataValue.json([str(p) for p in problems]),
+        },
+    )

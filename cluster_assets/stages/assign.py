@@ -1,0 +1,109 @@
+"""``assignments``: fit the algorithm on the sample, then assign every document in batches.
+
+Centroids are the mean of each cluster's members over the whole collection,
+accumulated while streaming, whatever the algorithm.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+
+from cluster_assets import algorithms
+from cluster_assets.algorithms import ClusterModel
+from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages import layout
+from cluster_assets.stages.embed import BATCH, read_matrix
+from cluster_assets.stages.result import StageResult, timed
+from cluster_assets.stages.sample import ID
+
+SILHOUETTE_SAMPLE = 5_000
+
+
+def fit_model(spec: ClusterDefinition, X: np.ndarray) -> ClusterModel:
+    params = algorithms.estimator_params(spec.algorithm, spec.algorithm_config)
+    return ClusterModel(spec.algorithm, params).fit(X)
+
+
+def silhouette_on_sample(X: np.ndarray, labels: np.ndarray, seed: int) -> float | None:
+    """Silhouette of the fitted sample (noise left out), on at most 5k points."""
+    from sklearn.metrics import silhouette_score
+
+    keep = labels >= 0
+    X, labels = X[keep], labels[keep]
+    if len(np.unique(labels)) < 2 or len(np.unique(labels)) >= len(labels):
+        return None
+    size = min(SILHOUETTE_SAMPLE, len(labels))
+    return float(silhouette_score(X, labels, sample_size=size, random_state=seed))
+
+
+def stream_assign(storage, spec, model: ClusterModel, dim: int):
+    """Yield assignment tables batch by batch, accumulating per-cluster sums and counts."""
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    state = {"sums": sums, "counts": counts}
+
+    def batches():
+        from scipy import sparse
+
+        for batch in storage.iter_batches(*layout.asset_parts(spec, layout.EMBEDDINGS), batch_size=BATCH):
+            X = read_matrix(pa.Table.from_batches([batch]))
+            labels = model.predict(X)
+            clusters, inverse = np.unique(labels, return_inverse=True)
+            onehot = sparse.csr_matrix((np.ones(len(labels), np.float32), (inverse, np.arange(len(labels)))),
+                                       shape=(len(clusters), len(labels)))
+            batch_sums = np.asarray(onehot @ X, dtype=np.float64)
+            for row, c in enumerate(clusters.tolist()):
+                sums[c] = sums.get(c, np.zeros(dim)) + batch_sums[row]
+                counts[c] = counts.get(c, 0) + int(onehot.indptr[row + 1] - onehot.indptr[row])
+            yield pa.table({ID: batch.column(ID), "cluster_id": pa.array(labels.astype(np.int32))})
+
+    return batches(), state
+
+
+def run_assignments(storage, spec: ClusterDefinition) -> StageResult:
+    result = StageResult()
+    with timed(result, "duration_s"):
+        sample = storage.read_table(*layout.asset_parts(spec, layout.SAMPLE_EMBEDDINGS))
+        X = read_matrix(sample)
+        with timed(result, "fit_s"):
+            model = fit_model(spec, X)
+        storage.write_bytes(pickle.dumps(model), *layout.asset_parts(spec, layout.MODEL))
+        schema = pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())])
+        with timed(result, "assign_s"):
+            batches, state = stream_assign(storage, spec, model, X.shape[1])
+            rows = storage.write_batches(schema, batches, *layout.asset_parts(spec, layout.ASSIGNMENTS))
+        counts = state["counts"]
+        cluster_ids = sorted(c for c in counts if c >= 0)
+        centroids = np.array([state["sums"][c] / counts[c] for c in cluster_ids], dtype=np.float32).reshape(
+            len(cluster_ids), X.shape[1])
+        clusters = pa.table({
+            "cluster_id": pa.array(cluster_ids, pa.int32()),
+            "count": pa.array([counts[c] for c in cluster_ids], pa.int64()),
+            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.reshape(-1)), X.shape[1]),
+        })
+        storage.write_table(clusters, *layout.asset_parts(spec, layout.CLUSTERS))
+        with timed(result, "silhouette_s"):
+            silhouette = silhouette_on_sample(X, model.labels_, layout.seed(spec))
+    noise = counts.get(-1, 0)
+    sizes = sorted((counts[c] for c in cluster_ids), reverse=True)
+    result.row_count = rows
+    result.uri = storage.uri(*layout.asset_parts(spec, layout.ASSIGNMENTS))
+    result.metadata.update({
+        "documents": rows,
+        "num_clusters": len(cluster_ids),
+        "noise_documents": noise,
+        "noise_share": round(noise / rows, 4) if rows else 0.0,
+        "largest_cluster": sizes[0] if sizes else 0,
+        "smallest_cluster": sizes[-1] if sizes else 0,
+        "cluster_sizes": {str(c): counts[c] for c in cluster_ids},
+        "fitted_on": len(X),
+        "algorithm": spec.algorithm,
+    })
+    if silhouette is not None:
+        result.metadata["silhouette_sample"] = round(silhouette, 4)
+    if not cluster_ids:
+        result.warnings.append("every document is noise: loosen the algorithm's parameters")
+    return result

@@ -1,0 +1,110 @@
+"""``enriched_collection``: every source document plus its cluster and the chosen label fields.
+
+The source is only read. The target is written to a staging file and moved into
+place whole, so a failure or a kill mid-write leaves the previous target as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages import layout
+from cluster_assets.stages.embed import BATCH
+from cluster_assets.stages.result import StageResult, timed
+from cluster_assets.stages.sample import ID
+
+FIELD_TYPES = {
+    "label": pa.string(),
+    "summary": pa.string(),
+    "keywords": pa.list_(pa.string()),
+    "confidence": pa.float32(),
+    "representative": pa.bool_(),
+}
+
+
+def enrichment_fields(spec: ClusterDefinition, labels: pa.Table) -> list[str]:
+    return [f for f in spec.enrichment.fields if f in FIELD_TYPES or f in labels.column_names]
+
+
+def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
+    result = StageResult()
+    with timed(result, "duration_s"):
+        assigned = storage.read_table(*layout.asset_parts(spec, layout.ASSIGNMENTS))
+        index = pd.Index(assigned.column(ID).to_numpy(zero_copy_only=False))
+        cluster_of = assigned.column("cluster_id").to_numpy()
+        labels = storage.read_table(*layout.asset_parts(spec, layout.LABELS))
+        fields = enrichment_fields(spec, labels)
+        label_ids = labels.column("cluster_id").to_numpy()
+        lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)  # cluster id -> label row; -1 row = noise
+        lookup[label_ids] = np.arange(len(label_ids))
+        representatives = {i for ids in labels.column("representative_ids").to_pylist() for i in ids}
+        targets = spec.target_collection_ids()
+        written: dict[str, int] = {}
+        unassigned = 0
+        replaced: set[str] = set()
+        for target in dict.fromkeys(targets.values()):
+            sources = [s for s, t in targets.items() if t == target]
+            if target in spec.source_collection_ids:
+                raise ValueError(f"enrichment target {target!r} is a source collection: sources are never modified")
+
+            def batches():
+                nonlocal unassigned
+                for source in sources:
+                    for batch in storage.iter_collection(source, None, BATCH):
+                        table = pa.Table.from_batches([batch])
+                        if len(sources) > 1:
+                            table = _set(table, "source_collection_id", pa.array([source] * len(table), pa.string()))
+                        rows = index.get_indexer(table.column(ID).to_numpy(zero_copy_only=False))
+                        found = rows >= 0
+                        unassigned += int((~found).sum())
+                        clusters = np.where(found, cluster_of[np.clip(rows, 0, None)], -1)
+                        clusters_arr = pa.array(clusters.astype(np.int32), mask=~found)
+                        for name in ["cluster_id", *fields]:
+                            if name in table.column_names:
+                                replaced.add(name)
+                        table = _set(table, "cluster_id", clusters_arr)
+                        label_rows = np.where(clusters >= 0, lookup[np.clip(clusters, 0, len(lookup) - 1)], -1)
+                        take = pa.array(label_rows, mask=label_rows < 0)
+                        for name in fields:
+                            if name == "representative":
+                                values = pa.array([i in representatives for i in table.column(ID).to_pylist()])
+                            else:
+                                values = labels.column(name).take(take)
+                            table = _set(table, name, values)
+                        yield table
+
+            iterator = batches()
+            first = next(iterator, None)
+            if first is None:
+                raise ValueError(f"collection {', '.join(sources)} has no documents to enrich")
+            schema = first.schema
+
+            def all_batches():
+                yield first
+                yield from iterator
+
+            written[target] = storage.write_collection(target, schema, all_batches())
+    result.row_count = sum(written.values())
+    result.uri = storage.uri("collections", next(iter(written)))
+    result.metadata.update({
+        "documents": result.row_count,
+        "target_collections": {t: storage.uri("collections", t) for t in written},
+        "fields": ["cluster_id", *fields],
+        "unassigned_documents": unassigned,
+    })
+    if replaced:
+        result.warnings.append(f"the source already had columns {sorted(replaced)}: the enriched copy replaces them")
+        result.metadata["replaced_columns"] = sorted(replaced)
+    if unassigned:
+        result.warnings.append(
+            f"{unassigned} documents arrived after the assignments: their cluster_id is null until the next run")
+    return result
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)

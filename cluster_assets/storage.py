@@ -1,0 +1,206 @@
+"""The one filesystem layer: local folders and ``s3://bucket/prefix`` through pyarrow.fs.
+
+Layout under the storage root (see the README):
+
+    collections/<collection_id>/*.parquet        one row per document
+    assets/<cluster_name>/...                    the latest output of each stage
+    artifacts/<cluster_name>/<run_id>/...        per-run Parquet artifacts
+
+Every write is atomic: data goes to a staging name that readers ignore (a
+leading ``_``, as pyarrow datasets do) and is moved over the target only when
+complete. On a local disk the move is a rename; on S3 it is a server-side copy,
+which makes the target appear whole or not at all. A kill mid-write leaves the
+previous target intact and at most a ``_staging-*`` file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster_assets.spec import check_safe_id
+
+STAGING_PREFIX = "_staging-"
+
+
+class CollectionError(ValueError):
+    """A collection that cannot be read as asked; the message names the collection."""
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    # AWS_ENDPOINT_URL lets the same code talk to MinIO, a gateway or moto on loopback.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Storage:
+    """A storage root: a local folder or an ``s3://bucket/prefix`` URI."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = str(root)
+        self.root = root
+        if root.startswith("s3://"):
+            parsed = urlparse(root)
+            self.fs: pafs.FileSystem = _s3_filesystem()
+            self.base = posixpath.join(parsed.netloc, parsed.path.strip("/")).rstrip("/")
+            self.scheme = "s3://"
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.base = str(Path(root).expanduser().resolve())
+            self.scheme = ""
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r})"
+
+    # --- paths ------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.base, *parts)
+
+    def uri(self, *parts: str) -> str:
+        """What a user can paste: a local path or an s3:// URI."""
+        return self.scheme + self.path(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def list_dir(self, *parts: str) -> list[str]:
+        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted(posixpath.basename(i.path) for i in info)
+
+    # --- atomic writes ----------------------------------------------------------------------
+    @contextmanager
+    def atomic_output(self, *parts: str) -> Iterator[pa.NativeFile]:
+        """A stream whose content replaces ``parts`` only if the block completes."""
+        final = self.path(*parts)
+        folder, name = posixpath.split(final)
+        self.fs.create_dir(folder, recursive=True)
+        staging = posixpath.join(folder, f"{STAGING_PREFIX}{uuid.uuid4().hex}-{name}")
+        try:
+            with self.fs.open_output_stream(staging) as stream:
+                yield stream
+            self.fs.move(staging, final)
+        except BaseException:
+            try:
+                self.fs.delete_file(staging)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
+
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        with self.atomic_output(*parts) as stream:
+            stream.write(data)
+        return self.uri(*parts)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self.path(*parts)) as stream:
+            return stream.read()
+
+    def write_table(self, table: pa.Table, *parts: str) -> str:
+        with self.atomic_output(*parts) as stream:
+            pq.write_table(table, stream, compression="zstd")
+        return self.uri(*parts)
+
+    def write_batches(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch | pa.Table], *parts: str,
+                      compression: str = "zstd") -> int:
+        """Stream batches into one Parquet file atomically; returns the row count."""
+        rows = 0
+        with self.atomic_output(*parts) as stream:
+            with pq.ParquetWriter(stream, schema, compression=compression) as writer:
+                for batch in batches:
+                    if isinstance(batch, pa.RecordBatch):
+                        batch = pa.Table.from_batches([batch])
+                    writer.write_table(batch.cast(schema) if batch.schema != schema else batch)
+                    rows += batch.num_rows
+        return rows
+
+    def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(*parts), columns=columns, filesystem=self.fs)
+
+    def parquet_file(self, *parts: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.fs.open_input_file(self.path(*parts)))
+
+    def iter_batches(self, *parts: str, columns: list[str] | None = None,
+                     batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        yield from self.parquet_file(*parts).iter_batches(batch_size=batch_size, columns=columns)
+
+    # --- collections ------------------------------------------------------------------------
+    def collection_parts(self, collection_id: str) -> tuple[str, str]:
+        check_safe_id(collection_id, "collection id")
+        return ("collections", collection_id)
+
+    def collection_files(self, collection_id: str) -> list[str]:
+        folder = self.path(*self.collection_parts(collection_id))
+        info = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        files = sorted(
+            i.path for i in info
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+            and not posixpath.basename(i.path).startswith(("_", "."))
+        )
+        if not files:
+            raise CollectionError(
+                f"collection {collection_id!r} not found: no Parquet files under {self.uri(*self.collection_parts(collection_id))}"
+            )
+        return files
+
+    def collection_exists(self, collection_id: str) -> bool:
+        try:
+            self.collection_files(collection_id)
+        except CollectionError:
+            return False
+        return True
+
+    def list_collections(self) -> list[str]:
+        return [name for name in self.list_dir("collections") if not name.startswith(("_", "."))
+                and self.collection_exists(name)]
+
+    def collection_dataset(self, collection_id: str) -> ds.Dataset:
+        files = self.collection_files(collection_id)
+        try:
+            return ds.dataset(files, format="parquet", filesystem=self.fs)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CollectionError(f"collection {collection_id!r} cannot be read: {exc}") from None
+
+    def collection_fingerprint(self, collection_id: str) -> str:
+        """Changes whenever a file of the collection is added, removed or rewritten."""
+        infos = self.fs.get_file_info(self.collection_files(collection_id))
+        return ";".join(f"{posixpath.basename(i.path)}:{i.size}:{i.mtime_ns}" for i in infos)
+
+    def iter_collection(self, collection_id: str, columns: list[str] | None = None,
+                        batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        dataset = self.collection_dataset(collection_id)
+        missing = [c for c in columns or [] if c not in dataset.schema.names]
+        if missing:
+            raise CollectionError(
+                f"collection {collection_id!r} has no column {missing[0]!r}; columns: {', '.join(dataset.schema.names)}"
+            )
+        yield from dataset.to_batches(columns=columns, batch_size=batch_size, use_threads=True)
+
+    def write_collection(self, collection_id: str, schema: pa.Schema,
+                         batches: Iterable[pa.RecordBatch | pa.Table]) -> int:
+        """Replace a collection atomically with one Parquet file."""
+        parts = self.collection_parts(collection_id)
+        rows = self.write_batches(schema, batches, *parts, "part-0.parquet")
+        # Our writers keep a collection to one file; parts left by an earlier writer go now.
+        for path in self.collection_files(collection_id):
+            if posixpath.basename(path) != "part-0.parquet":
+                self.fs.delete_file(path)
+        return rows
+
