@@ -121,7 +121,7 @@ def check_config(algorithm: str, config: dict[str, Any]) -> None:
     params = estimator_params(algorithm, config)
     estimator = REGISTRY[algorithm].load()(**params)
     validate = getattr(estimator, "_validate_params", None)
-    if validate is None:
+    if validate is None or not hasattr(estimator, "_parameter_constraints"):
         return
     try:
         validate()

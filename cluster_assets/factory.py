@@ -5,7 +5,6 @@ Each asset body calls one stage function and turns its ``StageResult`` into a
 call so that every closure sees its own definition.
 """
 
-from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from cluster_assets import stages
+from cluster_assets.profiling import peak_rss
 from cluster_assets.spec import ClusterDefinition, LoadedDefinition
 from cluster_assets.stages import StageResult
 from cluster_assets.storage import Storage
@@ -103,7 +103,10 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             required_resource_keys={"storage"},
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            return to_materialize_result(run(context, context.resources.storage.get()), context)
+            with peak_rss() as memory:
+                result = run(context, context.resources.storage.get())
+            result.metadata.update(memory)
+            return to_materialize_result(result, context)
 
         return stage_asset
 

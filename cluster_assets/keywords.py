@@ -23,6 +23,17 @@ class ClusterLabel:
     extra: dict = field(default_factory=dict)
 
 
+# Number words carry meaning in titles ("two-person tent", "digit seven"): keep them.
+NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "eight", "nine", "ten", "eleven", "twelve",
+                "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "first", "third"}
+
+
+def stop_words() -> list[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return sorted(ENGLISH_STOP_WORDS - NUMBER_WORDS)
+
+
 def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) -> dict[int, list[str]]:
     """Top terms per cluster by class-based TF-IDF (BERTopic's c-TF-IDF); noise (-1) is skipped."""
     from sklearn.feature_extraction.text import CountVectorizer
@@ -32,7 +43,7 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) 
     result: dict[int, list[str]] = {c: [] for c in clusters}
     if not clusters or not any(t.strip() for t in texts):
         return result
-    vectorizer = CountVectorizer(stop_words="english", max_features=50_000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9]+\b")
+    vectorizer = CountVectorizer(stop_words=stop_words(), max_features=50_000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9]+\b")
     try:
         counts = vectorizer.fit_transform(texts)
     except ValueError:  # only stop words

@@ -27,6 +27,9 @@ def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*collections, *assets],
         resources={"storage": storage_resource()},
+        # One process for the whole run: each stage is already vectorised, and the multiprocess
+        # executor would pay the heavy imports (scikit-learn, UMAP's numba kernels) once per step.
+        executor=dg.in_process_executor,
         metadata={
             "definitions_dir": str(folder),
             "definition_errors": dg.MetadataValue.json([str(p) for p in problems]),

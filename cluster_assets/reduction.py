@@ -10,6 +10,7 @@ fit, so that it costs a few seconds per 100k documents.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,10 @@ class MapReducer:
             # Exact neighbours by BLAS: faster than compiling and running pynndescent at this size.
             dist, ind = NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(Z)
             params["precomputed_knn"] = (ind, dist, None)
-        return umap.UMAP(**params).fit_transform(Z).astype(np.float32)
+        with warnings.catch_warnings():
+            # "n_jobs overridden by random_state" and "no NNDescent index": both expected here.
+            warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+            return umap.UMAP(**params).fit_transform(Z).astype(np.float32)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)

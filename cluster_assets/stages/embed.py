@@ -112,7 +112,8 @@ def run_embeddings(storage: Storage, spec: ClusterDefinition) -> StageResult:
                     sample_parts.append(table.filter(chosen))
                 yield table
 
-        uri = storage.write_batches(schema, batches(), *layout.asset_parts(spec, layout.EMBEDDINGS), compression="none")
+        storage.write_batches(schema, batches(), *layout.asset_parts(spec, layout.EMBEDDINGS), compression="none")
+        uri = storage.uri(*layout.asset_parts(spec, layout.EMBEDDINGS))
         sample_table = pa.concat_tables(sample_parts) if sample_parts else schema.empty_table()
         if sample_table.num_rows != len(sample_ids):
             raise CollectionError(

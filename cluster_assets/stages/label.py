@@ -127,9 +127,14 @@ def labels_table(labels: list[kw.ClusterLabel], source: str) -> pa.Table:
 
 
 def centroids_artifact(clusters: pa.Table, labels: pa.Table) -> pa.Table:
-    joined = clusters.join(labels, "cluster_id", join_type="left outer").sort_by("cluster_id")
-    order = ["cluster_id", "centroid", "count"] + [n for n in joined.column_names if n not in ("cluster_id", "centroid", "count")]
-    return joined.select(order)
+    """One row per cluster: the centroid and count of ``clusters`` with the label columns beside them."""
+    row_of = {c: i for i, c in enumerate(labels.column("cluster_id").to_pylist())}
+    take = pa.array([row_of.get(c) for c in clusters.column("cluster_id").to_pylist()], pa.int64())
+    table = clusters.select(["cluster_id", "centroid", "count"])
+    for name in labels.column_names:
+        if name != "cluster_id":
+            table = table.append_column(name, labels.column(name).take(take))
+    return table
 
 
 def labels_markdown(labels: list[kw.ClusterLabel], counts: dict[int, int]) -> str:
