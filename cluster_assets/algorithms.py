@@ -191,7 +191,9 @@ class ClusterModel:
             return out
         from sklearn.metrics import pairwise_distances_argmin_min
 
-        nearest, distance = pairwise_distances_argmin_min(X, self.reference_points_)
+        metric = getattr(self.estimator_, "metric", "euclidean")
+        metric = metric if isinstance(metric, str) and metric != "precomputed" else "euclidean"
+        nearest, distance = pairwise_distances_argmin_min(X, self.reference_points_, metric=metric)
         out[:] = self.reference_labels_[nearest]
         if self.algorithm == "dbscan":
             out[distance > self.estimator_.eps] = -1

@@ -234,6 +234,9 @@ class ClusterDefinition(_Strict):
                     f"enrichment.fields: unknown field {name!r}; valid: "
                     f"{', '.join(STANDARD_ENRICHMENT_FIELDS + tuple(sorted(extra)))}"
                 )
+        if self.enrichment.target_collection_id in self.source_collection_ids:
+            raise ValueError("enrichment.target_collection_id: must differ from the source collections "
+                             "(sources are never modified)")
         names = [t.name for t in self.triggers if t.name]
         if len(names) != len(set(names)):
             raise ValueError("triggers: two triggers share a name")
