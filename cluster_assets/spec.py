@@ -169,6 +169,36 @@ class Webhook(_Strict):
     url: str
     events: list[Literal["success", "failure"]] = Field(default_factory=lambda: ["success", "failure"])
     secret_env: str | None = None  # name of the environment variable holding the HMAC secret
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    max_retries: int = Field(2, ge=0, le=5)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("secret_env is the NAME of an environment variable holding the secret, not the secret")
+        return value
+
+
+class Checks(_Strict):
+    """Thresholds of the asset checks on ``<cluster>/assignments``; a failing check warns unless ``blocking``."""
+
+    enabled: bool = True
+    # drift: share of documents (present in both runs) that changed cluster, after matching cluster ids
+    max_changed_share: float = Field(0.3, ge=0.0, le=1.0)
+    max_noise_share: float = Field(0.5, ge=0.0, le=1.0)
+    # giant cluster: one cluster holds more than this share of the documents
+    max_cluster_share: float = Field(0.8, gt=0.0, le=1.0)
+    # empty cluster: fewer documents than this (cluster ids are 0..k-1, so a missing id is an empty cluster)
+    min_cluster_size: int = Field(1, ge=1)
+    blocking: bool = False
 
 
 class ClusterDefinition(_Strict):
@@ -190,6 +220,7 @@ class ClusterDefinition(_Strict):
     enrichment: Enrichment = Field(default_factory=Enrichment)
     triggers: list[Trigger] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
+    checks: Checks = Field(default_factory=Checks)
 
     @field_validator("cluster_name")
     @classmethod
