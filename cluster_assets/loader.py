@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cluster_assets import factory
+from cluster_assets import checks, factory, triggers, webhooks
 from cluster_assets.resources import default_definitions_dir, storage_resource
 from cluster_assets.spec import load_definitions
 
@@ -24,8 +24,13 @@ def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
     for problem in problems:
         logger.error("skipping cluster definition: %s", problem)
     assets, collections = factory.build_definitions(loaded)
+    specs = [item.spec for item in loaded]
+    schedules, sensors = triggers.build_all_triggers(specs)
     return dg.Definitions(
         assets=[*collections, *assets],
+        asset_checks=checks.build_all_checks(specs),
+        schedules=schedules,
+        sensors=[*sensors, *webhooks.build_webhook_sensors(specs)],
         resources={"storage": storage_resource()},
         # One process for the whole run: each stage is already vectorised, and the multiprocess
         # executor would pay the heavy imports (scikit-learn, UMAP's numba kernels) once per step.

@@ -149,6 +149,8 @@ class IntervalTrigger(_TriggerBase):
     def _some_interval(self) -> "IntervalTrigger":
         if not (self.seconds or self.minutes or self.hours):
             raise ValueError("an interval trigger needs a positive 'seconds', 'minutes' or 'hours'")
+        if self.total_seconds < 1:
+            raise ValueError("an interval trigger runs at most once a second: the interval adds up to less than 1 s")
         return self
 
     @property

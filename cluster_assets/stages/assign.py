@@ -63,6 +63,13 @@ def stream_assign(storage, spec, model: ClusterModel, dim: int):
     return batches(), state
 
 
+def keep_previous_assignments(storage, spec: ClusterDefinition) -> None:
+    """Copy the last assignments aside before they are replaced: the drift check compares against them."""
+    current = layout.asset_parts(spec, layout.ASSIGNMENTS)
+    if storage.exists(*current):
+        storage.write_bytes(storage.read_bytes(*current), *layout.asset_parts(spec, layout.PREVIOUS_ASSIGNMENTS))
+
+
 def run_assignments(storage, spec: ClusterDefinition) -> StageResult:
     result = StageResult()
     with timed(result, "duration_s"):
@@ -72,6 +79,7 @@ def run_assignments(storage, spec: ClusterDefinition) -> StageResult:
             model = fit_model(spec, X)
         storage.write_bytes(pickle.dumps(model), *layout.asset_parts(spec, layout.MODEL))
         schema = pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())])
+        keep_previous_assignments(storage, spec)
         with timed(result, "assign_s"):
             batches, state = stream_assign(storage, spec, model, X.shape[1])
             rows = storage.write_batches(schema, batches, *layout.asset_parts(spec, layout.ASSIGNMENTS))

@@ -10,6 +10,8 @@ SAMPLE_EMBEDDINGS = "sample_embeddings.parquet"
 FEATURES = "features.json"
 MODEL = "model.pkl"
 ASSIGNMENTS = "assignments.parquet"
+# the assignments of the run before, kept for the drift check (checks.py)
+PREVIOUS_ASSIGNMENTS = "previous_assignments.parquet"
 CLUSTERS = "clusters.parquet"
 COORDS = "coords.parquet"
 LABELS = "labels.parquet"

@@ -1,0 +1,138 @@
+"""Asset checks on each definition's ``<cluster>/assignments``: drift, noise share, cluster sizes.
+
+Thresholds come from the definition's ``checks`` block. A failing check is a WARN by
+default; with ``checks.blocking: true`` it is an ERROR on a blocking check, so the
+stages after ``assignments`` (coordinates, labels, the enriched collection) are not
+materialized from assignments that failed it.
+
+The previous run's assignments are the copy ``assets/<cluster>/previous_assignments.parquet``
+that the assignments stage keeps before replacing them; the first run has none and
+its drift check passes, saying so.
+"""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from cluster_assets import drift as measures
+from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages import layout
+
+CHECK_NAMES = ("drift", "noise_share", "cluster_sizes")
+DESCRIPTIONS = {
+    "drift": "Share of documents (present in both runs) that changed cluster since the previous run, "
+             "after matching cluster ids; the adjusted Rand index is shown beside it.",
+    "noise_share": "Share of documents left as noise (cluster_id -1).",
+    "cluster_sizes": "No empty cluster (an id in 0..k-1 with too few documents), at least one cluster, "
+                     "and no giant cluster holding most documents.",
+}
+
+
+def assignments_key(spec: ClusterDefinition) -> dg.AssetKey:
+    return dg.AssetKey([spec.cluster_name, "assignments"])
+
+
+def build_cluster_checks(spec: ClusterDefinition) -> list[dg.AssetChecksDefinition]:
+    if not spec.checks.enabled:
+        return []
+    config = spec.checks
+    key = assignments_key(spec)
+    severity = dg.AssetCheckSeverity.ERROR if config.blocking else dg.AssetCheckSeverity.WARN
+    thresholds = {
+        "drift": f"at most {config.max_changed_share:.0%} of documents change cluster",
+        "noise_share": f"at most {config.max_noise_share:.0%} noise",
+        "cluster_sizes": f"every cluster >= {config.min_cluster_size} documents, none above "
+                         f"{config.max_cluster_share:.0%} of them",
+    }
+    specs = [
+        dg.AssetCheckSpec(name, asset=key, blocking=config.blocking,
+                          description=f"{DESCRIPTIONS[name]} Passes when {thresholds[name]}.")
+        for name in CHECK_NAMES
+    ]
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{spec.group_name}_assignment_checks",
+        required_resource_keys={"storage"},
+        can_subset=False,
+    )
+    def assignment_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        storage = context.resources.storage.get()
+        yield from evaluate(storage, spec, severity)
+
+    return [assignment_checks]
+
+
+def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) -> Iterator[dg.AssetCheckResult]:
+    """The three results, from the files under ``assets/<cluster>/``."""
+    config = spec.checks
+    key = assignments_key(spec)
+    parts = layout.asset_parts(spec, layout.ASSIGNMENTS)
+    if not storage.exists(*parts):
+        for name in CHECK_NAMES:
+            yield dg.AssetCheckResult(check_name=name, asset_key=key, passed=False, severity=severity,
+                                      description=f"no assignments at {storage.uri(*parts)}: materialize "
+                                                  f"{spec.cluster_name}/assignments first")
+        return
+    current = storage.read_table(*parts, columns=[measures.ID, "cluster_id"])
+
+    previous_parts = layout.asset_parts(spec, layout.PREVIOUS_ASSIGNMENTS)
+    if storage.exists(*previous_parts):
+        previous = storage.read_table(*previous_parts, columns=[measures.ID, "cluster_id"])
+        d = measures.drift(previous, current)
+        passed = d.changed_share <= config.max_changed_share
+        yield dg.AssetCheckResult(
+            check_name="drift", asset_key=key, passed=passed, severity=severity,
+            description=(f"{d.changed_share:.1%} of {d.compared} documents changed cluster "
+                         f"(limit {config.max_changed_share:.0%}); ARI {d.ari:.3f}"),
+            metadata={
+                "changed_share": dg.MetadataValue.float(round(d.changed_share, 4)),
+                "changed_documents": dg.MetadataValue.int(d.changed),
+                "compared_documents": dg.MetadataValue.int(d.compared),
+                "adjusted_rand_index": dg.MetadataValue.float(round(d.ari, 4)),
+                "max_changed_share": dg.MetadataValue.float(config.max_changed_share),
+            },
+        )
+    else:
+        yield dg.AssetCheckResult(check_name="drift", asset_key=key, passed=True, severity=severity,
+                                  description="first run: no previous assignments to compare with")
+
+    sizes = measures.cluster_sizes(current)
+    yield dg.AssetCheckResult(
+        check_name="noise_share", asset_key=key, passed=sizes.noise_share <= config.max_noise_share,
+        severity=severity,
+        description=f"{sizes.noise_share:.1%} of {sizes.documents} documents are noise "
+                    f"(limit {config.max_noise_share:.0%})",
+        metadata={
+            "noise_share": dg.MetadataValue.float(round(sizes.noise_share, 4)),
+            "noise_documents": dg.MetadataValue.int(sizes.noise),
+            "max_noise_share": dg.MetadataValue.float(config.max_noise_share),
+        },
+    )
+
+    empty = sizes.empty_clusters(config.min_cluster_size)
+    problems = []
+    if not sizes.sizes:
+        problems.append("no cluster at all: every document is noise")
+    if empty:
+        problems.append(f"{len(empty)} clusters with fewer than {config.min_cluster_size} documents: "
+                        f"{', '.join(map(str, empty[:20]))}")
+    if sizes.largest_share > config.max_cluster_share:
+        largest = max(sizes.sizes, key=sizes.sizes.get)
+        problems.append(f"cluster {largest} holds {sizes.largest_share:.1%} of the documents "
+                        f"(limit {config.max_cluster_share:.0%})")
+    yield dg.AssetCheckResult(
+        check_name="cluster_sizes", asset_key=key, passed=not problems, severity=severity,
+        description="; ".join(problems) or f"{len(sizes.sizes)} clusters, largest {sizes.largest_share:.1%}",
+        metadata={
+            "num_clusters": dg.MetadataValue.int(len(sizes.sizes)),
+            "largest_share": dg.MetadataValue.float(round(sizes.largest_share, 4)),
+            "smallest_cluster": dg.MetadataValue.int(min(sizes.sizes.values(), default=0)),
+            "empty_clusters": dg.MetadataValue.json(empty[:100]),
+        },
+    )
+
+
+def build_all_checks(specs) -> list[dg.AssetChecksDefinition]:
+    return [check for spec in specs for check in build_cluster_checks(spec)]

@@ -1,0 +1,210 @@
+"""A definition's ``triggers`` -> Dagster schedules and sensors over its asset group.
+
+- ``cron``: a ``ScheduleDefinition`` with the trigger's ``execution_timezone``.
+- ``interval``: a schedule when the interval divides the clock evenly (``*/15 * * * *``,
+  ``0 */6 * * *``, daily, weekly), because a schedule's ticks sit on the clock and survive
+  daemon restarts; otherwise (45 s, 7 min, 90 min, ...) a sensor evaluated every
+  ``minimum_interval_seconds`` that requests one run per elapsed interval.
+- ``event``: a sensor that watches the source collections. Each tick lists the
+  collections' files (cheap); only when that listing changed does it compare the
+  documents' ids with the last assignments and request a run once at least
+  ``min_new_documents`` are new or gone. The cursor keeps the listing's digest, and the
+  run key is the digest, so a change never starts two runs, even when a tick is retried.
+  A collection that cannot be read logs the error and skips the tick.
+
+Every target is ``AssetSelection.groups(group_name)``: no hand-written job per definition
+(Dagster derives one anonymous job per schedule/sensor from the selection). ``enabled``
+maps to ``default_status`` RUNNING/STOPPED. Runs carry ``cluster_assets/*`` tags naming
+the definition and the trigger.
+
+Fast path (assign only new documents without refitting): not built; an event run
+re-runs the whole group, which refits on a fresh sample. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from cluster_assets.changes import collections_digest, document_changes
+from cluster_assets.spec import ClusterDefinition, CronTrigger, EventTrigger, IntervalTrigger
+from cluster_assets.storage import CollectionError
+
+TAG_CLUSTER = "cluster_assets/cluster"  # the group name (also the factory's op tag)
+TAG_DEFINITION = "cluster_assets/definition"  # the cluster_name as written in the definition
+TAG_TRIGGER = "cluster_assets/trigger"  # the trigger's name inside its definition
+TAG_TRIGGER_TYPE = "cluster_assets/trigger_type"
+TAG_NEW_DOCUMENTS = "cluster_assets/new_documents"
+
+EVENT_SENSOR_INTERVAL_S = 30
+
+# The clock the interval sensors read; a test may replace it.
+clock: Callable[[], float] = time.time
+
+
+def trigger_name(trigger, index: int) -> str:
+    """The trigger's own name, else ``<type>_<position>`` (e.g. ``cron_0``)."""
+    return trigger.name or f"{trigger.type}_{index}"
+
+
+def dagster_name(spec: ClusterDefinition, trigger, index: int) -> str:
+    """Schedule/sensor names are global to the code location: ``<group>__<trigger name>``."""
+    return f"{spec.group_name}__{trigger_name(trigger, index)}"
+
+
+def run_tags(spec: ClusterDefinition, trigger, index: int) -> dict[str, str]:
+    return {
+        TAG_CLUSTER: spec.group_name,
+        TAG_DEFINITION: spec.cluster_name,
+        TAG_TRIGGER: trigger_name(trigger, index),
+        TAG_TRIGGER_TYPE: trigger.type,
+    }
+
+
+def interval_cron(seconds: int) -> str | None:
+    """The cron string that fires every ``seconds``, when the interval divides the clock evenly."""
+    if seconds % 60:
+        return None
+    minutes = seconds // 60
+    if minutes < 60:
+        return "* * * * *" if minutes == 1 else (f"*/{minutes} * * * *" if 60 % minutes == 0 else None)
+    if minutes % 60:
+        return None
+    hours = minutes // 60
+    if hours < 24:
+        return "0 * * * *" if hours == 1 else (f"0 */{hours} * * *" if 24 % hours == 0 else None)
+    if hours == 24:
+        return "0 0 * * *"
+    if hours == 24 * 7:
+        return "0 0 * * 0"
+    return None
+
+
+def build_triggers(spec: ClusterDefinition) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
+    for index, trigger in enumerate(spec.triggers):
+        if isinstance(trigger, CronTrigger):
+            schedules.append(_schedule(spec, trigger, index, trigger.cron, trigger.timezone))
+        elif isinstance(trigger, IntervalTrigger):
+            cron = interval_cron(trigger.total_seconds)
+            if cron:
+                schedules.append(_schedule(spec, trigger, index, cron, "UTC"))
+            else:
+                sensors.append(_interval_sensor(spec, trigger, index))
+        elif isinstance(trigger, EventTrigger):
+            sensors.append(_event_sensor(spec, trigger, index))
+    return schedules, sensors
+
+
+def _describe(spec: ClusterDefinition, trigger, index: int, what: str) -> str:
+    return f"Trigger {trigger_name(trigger, index)!r} of cluster definition {spec.cluster_name!r}: {what}."
+
+
+def _schedule(spec: ClusterDefinition, trigger, index: int, cron: str, timezone: str) -> dg.ScheduleDefinition:
+    name = dagster_name(spec, trigger, index)
+    tags = run_tags(spec, trigger, index)
+
+    def execution_fn(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        when = context.scheduled_execution_time
+        stamp = when.isoformat() if when else "manual"
+        # The scheduler already keeps one run per tick; the key makes that explicit and visible.
+        return dg.RunRequest(run_key=f"{name}:{stamp}", tags=tags)
+
+    what = f"cron {cron!r} in {timezone}" if isinstance(trigger, CronTrigger) else f"every {trigger.total_seconds} s ({cron!r})"
+    return dg.ScheduleDefinition(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        execution_fn=execution_fn,
+        target=dg.AssetSelection.groups(spec.group_name),
+        default_status=dg.DefaultScheduleStatus.RUNNING if trigger.enabled else dg.DefaultScheduleStatus.STOPPED,
+        description=_describe(spec, trigger, index, what),
+        tags=tags,
+        metadata={"definition": spec.cluster_name, "trigger": trigger_name(trigger, index)},
+    )
+
+
+def _interval_sensor(spec: ClusterDefinition, trigger: IntervalTrigger, index: int) -> dg.SensorDefinition:
+    """An interval the clock cannot express as cron: one run per elapsed interval."""
+    name = dagster_name(spec, trigger, index)
+    tags = run_tags(spec, trigger, index)
+    every = trigger.total_seconds
+
+    @dg.sensor(
+        name=name,
+        target=dg.AssetSelection.groups(spec.group_name),
+        minimum_interval_seconds=every,
+        default_status=dg.DefaultSensorStatus.RUNNING if trigger.enabled else dg.DefaultSensorStatus.STOPPED,
+        description=_describe(spec, trigger, index, f"every {every} s"),
+        tags=tags,
+    )
+    def interval_sensor(context: dg.SensorEvaluationContext):
+        slot = int(clock() // every)
+        if context.cursor == str(slot):
+            return dg.SkipReason(f"a run was already requested for interval #{slot}")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"{name}:{slot}", tags=tags)], cursor=str(slot))
+
+    return interval_sensor
+
+
+def _event_sensor(spec: ClusterDefinition, trigger: EventTrigger, index: int) -> dg.SensorDefinition:
+    name = dagster_name(spec, trigger, index)
+    tags = run_tags(spec, trigger, index)
+    collections = ", ".join(spec.source_collection_ids)
+
+    @dg.sensor(
+        name=name,
+        target=dg.AssetSelection.groups(spec.group_name),
+        minimum_interval_seconds=EVENT_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING if trigger.enabled else dg.DefaultSensorStatus.STOPPED,
+        description=_describe(spec, trigger, index,
+                              f"runs when at least {trigger.min_new_documents} documents of {collections} "
+                              f"are new or gone since the last assignments"),
+        tags=tags,
+        required_resource_keys={"storage"},
+    )
+    def event_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_event(context, context.resources.storage.get(), spec, trigger, name, tags)
+
+    return event_sensor
+
+
+def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDefinition, trigger: EventTrigger,
+                   name: str, tags: dict[str, str]):
+    previous = json.loads(context.cursor) if context.cursor else {}
+    try:
+        digest = collections_digest(storage, spec)
+    except (CollectionError, OSError, ValueError) as exc:
+        context.log.error(f"{name}: cannot read the source collections of {spec.cluster_name!r}: {exc}")
+        return dg.SkipReason(f"source collection unreadable: {exc}")
+    if previous.get("digest") == digest:
+        return dg.SkipReason(f"no change in {', '.join(spec.source_collection_ids)} since the last tick")
+    try:
+        changes = document_changes(storage, spec)
+    except (CollectionError, OSError, ValueError) as exc:
+        context.log.error(f"{name}: cannot read the documents of {spec.cluster_name!r}: {exc}")
+        return dg.SkipReason(f"source collection unreadable: {exc}")
+    cursor = json.dumps({"digest": digest, "documents": changes.documents, "changed": changes.changed})
+    if changes.changed < trigger.min_new_documents:
+        return dg.SensorResult(
+            skip_reason=f"{changes.changed} new or removed documents, fewer than min_new_documents="
+                        f"{trigger.min_new_documents}",
+            cursor=cursor,
+        )
+    context.log.info(f"{name}: {changes.new} new and {changes.removed} removed documents: requesting a run")
+    request = dg.RunRequest(run_key=f"{name}:{digest}", tags={**tags, TAG_NEW_DOCUMENTS: str(changes.changed)})
+    return dg.SensorResult(run_requests=[request], cursor=cursor)
+
+
+def build_all_triggers(specs) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
+    for spec in specs:
+        s, n = build_triggers(spec)
+        schedules.extend(s)
+        sensors.extend(n)
+    return schedules, sensors
