@@ -1,0 +1,25 @@
+"""The ``cluster-assets`` command: what Dagster does not know about (collections, definitions, artifacts).
+
+Each subject is a click command or group in its own module, registered here.
+"""
+
+import click
+
+from cluster_assets.cli.artifacts import artifacts
+from cluster_assets.cli.collections import collections
+from cluster_assets.cli.definitions import definitions
+
+COMMANDS = [
+    collections,
+    definitions,
+    artifacts,
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Collections, cluster definitions and run artifacts of cluster_assets."""
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

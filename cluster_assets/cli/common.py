@@ -1,0 +1,43 @@
+"""What every subcommand shares: the storage root option, failing with a message, tables, sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+import click
+from tabulate import tabulate
+
+from cluster_assets.resources import STORAGE_ENV, default_storage_root
+from cluster_assets.storage import Storage
+
+storage_option = click.option(
+    "--storage", "storage_root", metavar="ROOT", default=None,
+    help=f"Storage root (a folder or s3://bucket/prefix); default ${STORAGE_ENV}, else .cluster_assets/ in the checkout.",
+)
+
+
+def open_storage(root: str | None) -> Storage:
+    return Storage(root or default_storage_root())
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with exit status 1 and ``Error: <message>`` on stderr."""
+    raise click.ClickException(message)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def echo_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    click.echo(tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def format_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -1,0 +1,180 @@
+"""``cluster-assets definitions validate|list|show``.
+
+``show`` prints a list of sections; add one by appending a function to
+``SHOW_SECTIONS`` (it receives a ``ShowContext`` and returns JSON-able data).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow.fs as pafs
+import yaml
+
+from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option, warn
+from cluster_assets.resources import default_definitions_dir
+from cluster_assets.spec import ClusterDefinition, load_definitions
+from cluster_assets.stages import layout
+from cluster_assets.storage import Storage
+
+# The file each stage leaves under <storage>/assets/<cluster>/ (enriched_collection writes collections instead).
+STAGE_FILES = {
+    "sample": layout.SAMPLE,
+    "embeddings": layout.EMBEDDINGS,
+    "assignments": layout.ASSIGNMENTS,
+    "reduced_coords": layout.COORDS,
+    "labels": layout.LABELS,
+}
+
+
+@click.group("definitions")
+def definitions() -> None:
+    """Validate, list and inspect cluster definitions."""
+
+
+def _folder(path: Path | None) -> Path:
+    return path if path is not None else default_definitions_dir()
+
+
+@definitions.command("validate")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--check-storage/--no-check-storage", default=True, show_default=True,
+              help="Warn (without failing) when a source collection is not in storage.")
+@storage_option
+def validate(path: Path | None, check_storage: bool, storage_root: str | None) -> None:
+    """Check a definition file, or every file in a folder (default: the definitions folder).
+
+    Prints one line per problem, `<file>: <field>: <message>`, and exits 1 if there is any.
+    """
+    loaded, problems = load_definitions(_folder(path))
+    for problem in problems:
+        click.echo(str(problem))
+    if check_storage and loaded:
+        _warn_missing_collections(loaded, open_storage(storage_root))
+    noun = "definition" if len(loaded) == 1 else "definitions"
+    summary = f"{len(loaded)} {noun} valid"
+    if problems:
+        files = len({p.path for p in problems})
+        click.echo(f"{summary}; {len(problems)} problem{'s' if len(problems) != 1 else ''} "
+                   f"in {files} file{'s' if files != 1 else ''}")
+        click.get_current_context().exit(1)
+    click.echo(summary)
+
+
+def _warn_missing_collections(loaded, storage: Storage) -> None:
+    for item in loaded:
+        for cid in item.spec.source_collection_ids:
+            try:
+                exists = storage.collection_exists(cid)
+            except OSError as exc:
+                warn(f"cannot check storage {storage.root}: {exc}")
+                return
+            if not exists:
+                warn(f"{item.path}: source_collection_ids: collection {cid!r} is not in storage "
+                     f"{storage.uri('collections')} (import it with `cluster-assets collections import {cid} FILE`)")
+
+
+@definitions.command("list")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), default=None,
+              help="Definitions folder; default $CLUSTER_ASSETS_DEFINITIONS_DIR, else clusters/ in the checkout.")
+def list_definitions(folder: Path | None) -> None:
+    """Every valid definition: cluster name, file, algorithm, sources and triggers."""
+    loaded, problems = load_definitions(_folder(folder))
+    if loaded:
+        echo_table(
+            ((d.spec.cluster_name, d.path.name, d.spec.algorithm, ", ".join(d.spec.source_collection_ids),
+              len(d.spec.triggers)) for d in loaded),
+            ["cluster_name", "file", "algorithm", "sources", "triggers"],
+        )
+    else:
+        click.echo(f"no valid definitions in {_folder(folder)}")
+    if problems:
+        warn(f"{len(problems)} problem(s) in the definitions folder; see `cluster-assets definitions validate`")
+
+
+@dataclass(frozen=True)
+class ShowContext:
+    spec: ClusterDefinition
+    path: Path
+    storage: Storage
+
+
+def _definition(ctx: ShowContext) -> Any:
+    return ctx.spec.model_dump(mode="json", exclude_unset=True)
+
+
+def _asset_keys(ctx: ShowContext) -> Any:
+    from cluster_assets.factory import STAGES
+
+    return {
+        "group": ctx.spec.group_name,
+        "sources": [f"collections/{cid}" for cid in ctx.spec.source_collection_ids],
+        "stages": [f"{ctx.spec.cluster_name}/{stage}" for stage in STAGES],
+    }
+
+
+def _enrichment(ctx: ShowContext) -> Any:
+    return {
+        "fields": ctx.spec.enrichment.fields,
+        "targets": [
+            {"source": source, "target": target, "exists": ctx.storage.collection_exists(target)}
+            for source, target in ctx.spec.target_collection_ids().items()
+        ],
+    }
+
+
+def _stage_outputs(ctx: ShowContext) -> Any:
+    out = {}
+    for stage, name in STAGE_FILES.items():
+        parts = layout.asset_parts(ctx.spec, name)
+        info = ctx.storage.fs.get_file_info(ctx.storage.path(*parts))
+        entry: dict[str, Any] = {"exists": info.type != pafs.FileType.NotFound, "uri": ctx.storage.uri(*parts)}
+        if entry["exists"] and info.mtime is not None:
+            entry["modified"] = _timestamp(info.mtime)
+        out[stage] = entry
+    out["enriched_collection"] = {
+        "exists": all(ctx.storage.collection_exists(t) for t in set(ctx.spec.target_collection_ids().values())),
+        "uri": ", ".join(ctx.storage.uri("collections", t) for t in sorted(set(ctx.spec.target_collection_ids().values()))),
+    }
+    return out
+
+
+def _timestamp(mtime: datetime) -> str:
+    return mtime.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+SHOW_SECTIONS: list[tuple[str, Callable[[ShowContext], Any]]] = [
+    ("file", lambda ctx: str(ctx.path)),
+    ("definition", _definition),
+    ("asset_keys", _asset_keys),
+    ("enrichment", _enrichment),
+    ("stage_outputs", _stage_outputs),
+]
+
+
+@definitions.command("show")
+@click.argument("cluster")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of YAML.")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), default=None,
+              help="Definitions folder; default $CLUSTER_ASSETS_DEFINITIONS_DIR, else clusters/ in the checkout.")
+@storage_option
+def show(cluster: str, as_json: bool, folder: Path | None, storage_root: str | None) -> None:
+    """One definition: its fields, asset keys, enrichment targets and which stage outputs exist."""
+    loaded, problems = load_definitions(_folder(folder))
+    match = next((d for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
+    if match is None:
+        known = ", ".join(d.spec.cluster_name for d in loaded) or "none"
+        hint = f"; {len(problems)} file(s) have problems (see `cluster-assets definitions validate`)" if problems else ""
+        fail(f"no valid definition named {cluster!r} in {_folder(folder)} (known: {known}){hint}")
+    ctx = ShowContext(match.spec, match.path, open_storage(storage_root))
+    report = {name: section(ctx) for name, section in SHOW_SECTIONS}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(yaml.safe_dump(report, sort_keys=False, allow_unicode=True).rstrip())
