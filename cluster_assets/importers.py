@@ -384,7 +384,7 @@ def _finish(path: Path, table: pa.Table, locate: Callable[[int], str], fmt: str,
     def where(row: int) -> tuple[str, str | None]:
         return locate(row), ids[row].as_py()
 
-    missing = pc.or_(pc.is_null(ids), pc.equal(ids, "")).to_numpy(zero_copy_only=False)
+    missing = pc.fill_null(pc.equal(ids, ""), True).to_numpy(zero_copy_only=False)  # null or empty
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
         raise ImportProblem(path, f"missing {ID!r}", locate(row))
