@@ -1,0 +1,1 @@
+"""Benchmarks of cluster_assets (not tests): see bench/README.md."""
