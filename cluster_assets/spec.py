@@ -48,7 +48,7 @@ class DimensionReduction(_Strict):
 
 
 class InputMapping(_Strict):
-    input_key: str
+    input_key: Literal["text", "image_url", "video_url", "audio_url"]
     source_type: Literal["payload", "blob", "literal"]
     path: str | None = None
     override: str | None = None
@@ -85,6 +85,37 @@ class LLMLabeling(_Strict):
     max_concurrency: int = Field(4, ge=1, le=64)
     timeout_seconds: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    # Extensions: how long presigned s3:// media URLs stay valid, the answer's token budget,
+    # and the embedding model used for dedup (the provider's default when unset).
+    presign_expiry_seconds: int = Field(3600, ge=1, le=604_800)
+    max_output_tokens: int = Field(1024, ge=16, le=65_536)
+    embedding_model: str | None = None
+
+    @field_validator("response_shape")
+    @classmethod
+    def _shape_has_types(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from cluster_assets.labeling.shape import RESERVED_FIELDS, ShapeError, field_schema
+
+        for name, kind in (value or {}).items():
+            if name in RESERVED_FIELDS:
+                raise ValueError(f"{name}: reserved for the labels table; choose another field name")
+            try:
+                field_schema(kind, name)
+            except ShapeError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _provider_takes_inputs(self) -> "LLMLabeling":
+        from cluster_assets.labeling.providers import MODALITIES
+
+        supported = MODALITIES[self.provider]
+        for i, mapping in enumerate(self.labeling_inputs.input_mappings if self.labeling_inputs else []):
+            if mapping.input_key not in supported:
+                raise ValueError(
+                    f"labeling_inputs.input_mappings.{i}.input_key: provider {self.provider!r} cannot take "
+                    f"{mapping.input_key} inputs; it takes: {', '.join(sorted(supported))}")
+        return self
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -313,8 +344,8 @@ def _field_of(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error.get("loc", ()) if not str(p).startswith(("function-", "tagged-union"))]
     # Drop the discriminated-union tag pydantic inserts ("triggers.0.cron.cron" -> "triggers.0.cron").
     cleaned: list[str] = []
-    for part in loc:
-        if cleaned and part in ("cron", "interval", "event") and cleaned[-1].isdigit() and loc[0] == "triggers":
+    for i, part in enumerate(loc):
+        if i > 1 and part in ("cron", "interval", "event") and loc[i - 1].isdigit() and loc[0] == "triggers":
             continue
         cleaned.append(part)
     return ".".join(cleaned)
