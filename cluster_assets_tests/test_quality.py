@@ -1,0 +1,104 @@
+"""The quality readout against scikit-learn's own functions on the digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits
+from sklearn.metrics import davies_bouldin_score, silhouette_score
+from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
+
+from cluster_assets import quality
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X = load_digits().data.astype(np.float32)
+    labels = KMeans(n_clusters=10, random_state=0, n_init="auto").fit_predict(X).astype(np.int64)
+    labels[::17] = -1  # some noise, as a density algorithm would leave
+    return X, labels
+
+
+def streamed(X, labels, batch=256):
+    stats = quality.ClusterStats()
+    for start in range(0, len(X), batch):
+        stats.update(X[start:start + batch], labels[start:start + batch])
+    return stats
+
+
+def test_streamed_cohesion_equals_mean_cosine_to_the_centroid(digits):
+    X, labels = digits
+    stats = streamed(X, labels)
+    ids = stats.cluster_ids()
+    assert ids == list(range(10))
+    centroids = np.array([X[labels == c].mean(axis=0) for c in ids])
+    np.testing.assert_allclose(stats.centroids(ids), centroids, rtol=1e-5, atol=1e-6)
+    expected = [cosine_similarity(X[labels == c], centroids[i:i + 1]).mean() for i, c in enumerate(ids)]
+    np.testing.assert_allclose(stats.cohesion(ids), expected, rtol=1e-6)
+    # the in-memory helper agrees, and a cluster of identical points is perfectly cohesive
+    np.testing.assert_allclose(quality.cohesion(X, labels, ids, centroids), expected, rtol=1e-6)
+    same = np.tile(X[:1], (5, 1))
+    assert quality.cohesion(same, np.zeros(5), [0], same[:1])[0] == pytest.approx(1.0)
+
+
+def test_separation_is_the_cosine_distance_to_the_nearest_other_centroid(digits):
+    X, labels = digits
+    ids = sorted(set(labels.tolist()) - {-1})
+    centroids = np.array([X[labels == c].mean(axis=0) for c in ids], dtype=np.float64)
+    nearest, distance = quality.separation(centroids)
+    D = cosine_distances(centroids)
+    np.fill_diagonal(D, np.inf)
+    np.testing.assert_array_equal(nearest, D.argmin(axis=1))
+    np.testing.assert_allclose(distance, D.min(axis=1), rtol=1e-6, atol=1e-9)
+    one, d1 = quality.separation(centroids[:1])
+    assert one.tolist() == [-1] and np.isnan(d1[0])
+
+
+def test_silhouette_and_davies_bouldin_match_scikit_learn_without_noise(digits):
+    X, labels = digits
+    keep = labels >= 0
+    assert quality.silhouette(X, labels, sample=len(X)) == pytest.approx(silhouette_score(X[keep], labels[keep]))
+    assert quality.davies_bouldin(X, labels) == pytest.approx(davies_bouldin_score(X[keep], labels[keep]))
+    # a bounded sample estimates the full value closely, and reads at most that many points
+    bounded = quality.silhouette(X, labels, seed=3, sample=600)
+    assert bounded != pytest.approx(silhouette_score(X[keep], labels[keep]), abs=1e-9)
+    assert bounded == pytest.approx(silhouette_score(X[keep], labels[keep]), abs=0.03)
+    # undefined cases say so instead of raising
+    assert quality.silhouette(X, np.zeros(len(X), np.int64)) is None
+    assert quality.davies_bouldin(X, np.full(len(X), -1)) is None
+
+
+def test_assess_reads_out_per_cluster_columns_and_run_metadata(digits):
+    X, labels = digits
+    readout = quality.assess(streamed(X, labels), X, labels, seed=0, silhouette_sample=10_000)
+    assert readout.documents == len(X)
+    assert readout.noise_share == pytest.approx((labels == -1).mean())
+    assert readout.counts.tolist() == [int((labels == c).sum()) for c in range(10)]
+    columns = readout.columns()
+    assert set(columns) == {"cohesion", "separation", "nearest_cluster_id"}
+    assert len(columns["cohesion"]) == 10
+    meta = readout.metadata()
+    keep = labels >= 0
+    assert meta["silhouette"] == pytest.approx(silhouette_score(X[keep], labels[keep]), abs=1e-4)
+    assert meta["davies_bouldin"] == pytest.approx(davies_bouldin_score(X[keep], labels[keep]), abs=1e-4)
+    assert 0 < meta["min_cohesion"] <= meta["mean_cohesion"] <= 1
+    # the Markdown lists the least cohesive cluster first
+    worst = int(np.argmin(readout.cohesion))
+    assert readout.markdown().splitlines()[2].startswith(f"| {worst} |")
+
+
+def test_drift_matches_renamed_clusters_and_counts_moved_documents():
+    ids = [f"d{i}" for i in range(8)]
+    previous = pa.table({"document_id": ids, "cluster_id": pa.array([0, 0, 0, 1, 1, 1, -1, 2], pa.int32())})
+    # same grouping with ids swapped, one document moved, one gone and one new
+    current = pa.table({"document_id": ids[:7] + ["new"],
+                        "cluster_id": pa.array([1, 1, 0, 0, 0, 0, -1, 0], pa.int32())})
+    d = quality.drift(previous, current)
+    assert d.compared == 7 and d.changed == 1 and d.mapping[0] == 1 and d.mapping[1] == 0
+    assert d.changed_share == pytest.approx(1 / 7)
+    same = quality.drift(previous, previous)
+    assert same.changed == 0 and same.ari == pytest.approx(1.0)
+    sizes = quality.cluster_sizes(current)
+    assert sizes.noise == 1 and sizes.sizes == {0: 5, 1: 2} and sizes.empty_clusters(3) == [1]
