@@ -85,7 +85,8 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         "targets": ", ".join(sorted(set(spec.target_collection_ids().values()))),
     }
 
-    def make(stage: str, run: Callable[[dg.AssetExecutionContext, Storage], StageResult]) -> dg.AssetsDefinition:
+    def make(stage: str, run: Callable[[dg.AssetExecutionContext, Storage], StageResult],
+             resources: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
         description = DESCRIPTIONS[stage].format(**details)
         if spec.description:
             description += f"\n\n{spec.description}"
@@ -100,7 +101,7 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             op_tags=tags,
             metadata={"definition_file": source_file, "algorithm": spec.algorithm},
             code_version=_code_version(spec),
-            required_resource_keys={"storage"},
+            required_resource_keys={"storage", *resources},
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             with peak_rss() as memory:
@@ -115,7 +116,8 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         make("embeddings", lambda ctx, st: stages.run_embeddings(st, spec)),
         make("assignments", lambda ctx, st: stages.run_assignments(st, spec)),
         make("reduced_coords", lambda ctx, st: stages.run_reduced_coords(st, spec, ctx.run_id)),
-        make("labels", lambda ctx, st: stages.run_labels(st, spec, ctx.run_id)),
+        make("labels", lambda ctx, st: stages.run_labels(st, spec, ctx.run_id, ctx.resources.llm.labeler(spec, st)),
+             resources=frozenset({"llm"})),
         make("enriched_collection", lambda ctx, st: stages.run_enrichment(st, spec)),
     ]
 

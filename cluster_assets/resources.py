@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from cluster_assets.storage import Storage
 
@@ -40,3 +41,52 @@ def storage_resource() -> StorageResource:
     if os.environ.get(STORAGE_ENV):
         return StorageResource(root=dg.EnvVar(STORAGE_ENV))
     return StorageResource(root=default_storage_root())
+
+
+# --- LLM labeling ---------------------------------------------------------------------------------
+LLM_KEY_VARIABLES = {
+    "openai_api_key": ("OPENAI_API_KEY",),
+    "anthropic_api_key": ("ANTHROPIC_API_KEY",),
+    "google_api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+class LLMResource(dg.ConfigurableResource):
+    """The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall back
+    to data labels) and the S3 client (dagster-aws) that presigns ``s3://`` media URLs."""
+
+    # repr=False: a resolved resource's repr must never show a key.
+    openai_api_key: str | None = Field(default=None, repr=False)
+    anthropic_api_key: str | None = Field(default=None, repr=False)
+    google_api_key: str | None = Field(default=None, repr=False)
+
+    def api_keys(self) -> dict[str, str | None]:
+        return {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key, "google": self.google_api_key}
+
+    def labeler(self, spec, storage):
+        """The labeler for one definition: LLM when keyed, else data labels with the reason."""
+        from cluster_assets.labeling import choose_labeler
+        from cluster_assets.labeling.inputs import s3_presigner
+
+        expiry = spec.llm_labeling.presign_expiry_seconds if spec.llm_labeling else 3600
+        holder: dict = {}
+
+        def presign(url: str) -> str:  # the S3 client is made only when an s3:// URL is met
+            if "fn" not in holder:
+                from dagster_aws.s3 import S3Resource
+
+                holder["fn"] = s3_presigner(S3Resource().get_client(), expiry)
+            return holder["fn"](url)
+
+        return choose_labeler(spec, self.api_keys(), storage=storage, presign=presign)
+
+
+def llm_resource() -> LLMResource:
+    """Keys through ``dg.EnvVar`` for the variables that are set (an EnvVar of an unset variable fails at init)."""
+    fields = {}
+    for field_name, variables in LLM_KEY_VARIABLES.items():
+        present = next((v for v in variables if os.environ.get(v)), None)
+        if present:
+            fields[field_name] = dg.EnvVar(present)
+    return LLMResource(**fields)
+

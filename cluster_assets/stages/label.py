@@ -61,7 +61,7 @@ def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -
 
 def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler | None = None) -> StageResult:
     result = StageResult()
-    labeler = labeler or choose_labeler(spec)
+    labeler = labeler or choose_labeler(spec, storage=storage)
     with timed(result, "duration_s"):
         sample = storage.read_table(*layout.asset_parts(spec, layout.SAMPLE_EMBEDDINGS))
         X = read_matrix(sample)
@@ -97,7 +97,7 @@ def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler |
         ]
         with timed(result, "labeling_s"):
             outcome = labeler.label(evidence)
-        table = labels_table(outcome.labels, outcome.source)
+        table = labels_table(outcome.labels, outcome.source, outcome.extra_types)
         storage.write_table(table, *layout.asset_parts(spec, layout.LABELS))
         artifact = centroids_artifact(clusters, table)
         uri = storage.write_table(artifact, *layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT))
@@ -105,13 +105,16 @@ def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler |
     result.uri = storage.uri(*layout.asset_parts(spec, layout.LABELS))
     result.paths["centroids_artifact"] = uri
     result.metadata.update(outcome.metadata)
+    result.warnings.extend(outcome.warnings)
     result.metadata["num_clusters"] = len(cluster_ids)
     result.markdown["labels"] = labels_markdown(outcome.labels, counts)
     return result
 
 
-def labels_table(labels: list[kw.ClusterLabel], source: str) -> pa.Table:
-    extra_names = sorted({k for label in labels for k in label.extra})
+def labels_table(labels: list[kw.ClusterLabel], source: str, extra_types: dict | None = None) -> pa.Table:
+    """One row per cluster; ``extra_types`` (response_shape fields) keep their columns and types even when null."""
+    extra_types = extra_types or {}
+    extra_names = list(extra_types) + sorted({k for label in labels for k in label.extra} - set(extra_types))
     columns = {
         "cluster_id": pa.array([l.cluster_id for l in labels], pa.int32()),
         "label": pa.array([l.label for l in labels], pa.string()),
@@ -122,7 +125,7 @@ def labels_table(labels: list[kw.ClusterLabel], source: str) -> pa.Table:
         "labeling_source": pa.array([l.source for l in labels], pa.string()),
     }
     for name in extra_names:
-        columns[name] = pa.array([l.extra.get(name) for l in labels])
+        columns[name] = pa.array([l.extra.get(name) for l in labels], type=extra_types.get(name))
     return pa.table(columns)
 
 

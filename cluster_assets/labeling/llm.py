@@ -1,0 +1,214 @@
+"""The LLM labeler: one request per cluster, a bounded number in flight, the data label as fallback.
+
+For each cluster: the representative documents (most central first) go through
+the input mappings; the prompt is built from the templates; the cache is asked
+first; on a miss the provider is called (retries and parsing are the provider
+base class's). A cluster whose call fails in the end keeps its data-derived
+label, marked ``fallback``; the others are unaffected. Labels are optionally
+de-duplicated, and the outcome's metadata counts calls, cache hits and misses,
+retries, fallbacks, tokens and wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cluster_assets.keywords import ClusterLabel
+from cluster_assets.labeling import dedup as dd
+from cluster_assets.labeling import shape
+from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
+from cluster_assets.labeling.cache import LabelCache, cache_key
+from cluster_assets.labeling.inputs import (
+    Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
+)
+from cluster_assets.labeling.prompts import Prompt, build_prompt
+from cluster_assets.labeling.providers.base import Completion, Provider
+
+MAX_LISTED = 20  # per-cluster details kept in metadata
+
+
+@dataclass
+class ClusterResult:
+    label: ClusterLabel
+    completion: Completion
+    cache_hit: bool = False
+    cache_miss: bool = False
+    reason: str | None = None  # why this cluster fell back
+
+
+def default_presigner(expiry_seconds: int) -> Presigner:
+    """boto3's default S3 client (AWS_* variables, AWS_ENDPOINT_URL), made on first use."""
+    holder: dict = {}
+
+    def presign(url: str) -> str:
+        if "fn" not in holder:
+            import boto3
+
+            holder["fn"] = s3_presigner(boto3.client("s3"), expiry_seconds)
+        return holder["fn"](url)
+
+    return presign
+
+
+class LLMLabeler:
+    def __init__(self, config, provider: Provider, cache: LabelCache | None = None, presign: Presigner | None = None):
+        self.config = config
+        self.provider = provider
+        self.cache = cache
+        self.presign = presign or default_presigner(getattr(config, "presign_expiry_seconds", 3600))
+        self.mappings = list(config.labeling_inputs.input_mappings) if config.labeling_inputs else []
+        # Before any call: a modality the provider cannot take is a configuration error.
+        check_modalities(self.mappings, provider.name, provider.model, provider.modalities)
+        self.schema = shape.response_schema(config.response_shape, config.include_summary, config.include_keywords)
+        self.extra = shape.extra_fields(config.response_shape)
+
+    # --- one cluster ----------------------------------------------------------------------------
+    def prompt_for(self, evidence: ClusterEvidence) -> tuple[Prompt, list[set[int]]]:
+        documents, missing = [], []
+        for payload in evidence.representatives[: self.config.max_samples_per_cluster]:
+            inputs = document_inputs(payload, self.mappings, self.config.sample_text_max_length)
+            missing.append(inputs.missing)
+            if inputs.parts:
+                documents.append(inputs.parts)
+        prompt = build_prompt(
+            cluster_id=evidence.cluster_id, count=evidence.count, keywords=evidence.keywords,
+            documents=documents, schema=self.schema, custom_prompt=self.config.custom_prompt,
+            include_summary=self.config.include_summary, include_keywords=self.config.include_keywords,
+        )
+        return prompt, missing
+
+    def key_for(self, prompt: Prompt) -> str:
+        return cache_key(provider=self.provider.name, model=self.provider.model, base_url=self.provider.base_url,
+                         prompt=prompt.fingerprint(), schema=self.schema)
+
+    def label_one(self, evidence: ClusterEvidence, prompt: Prompt, has_documents: bool) -> ClusterResult:
+        if not has_documents:
+            return self.fallback(evidence, Completion(), "none of its documents has any of the mapped inputs")
+        key = self.key_for(prompt)
+        cached = self.cache.get(key) if self.cache else None
+        if cached is not None:
+            try:
+                answer = shape.parse_answer(json.dumps(cached), self.schema)
+                return ClusterResult(self.from_answer(evidence, answer), Completion(answer=answer), cache_hit=True)
+            except shape.AnswerError:
+                pass  # an entry from an older schema: ask again
+        result = self.ask(evidence, prompt, key)
+        result.cache_miss = self.cache is not None
+        return result
+
+    def ask(self, evidence: ClusterEvidence, prompt: Prompt, key: str) -> ClusterResult:
+        try:
+            sent = Prompt(prompt.system, tuple(presign_parts(prompt.parts, self.presign)))
+        except Exception as exc:  # noqa: BLE001 - a URL that cannot be signed fails this cluster only
+            return self.fallback(evidence, Completion(), f"cannot presign a media URL: {self.provider.scrub(str(exc))[:200]}")
+        completion = self.provider.complete(sent, self.schema)
+        if completion.answer is None:
+            return self.fallback(evidence, completion, completion.error or "no answer")
+        if self.cache:
+            self.cache.put(key, completion.answer)
+        return ClusterResult(self.from_answer(evidence, completion.answer), completion)
+
+    def from_answer(self, evidence: ClusterEvidence, answer: dict) -> ClusterLabel:
+        data = evidence.data_label
+        keywords = answer.get("keywords") if self.config.include_keywords else data.keywords
+        if not isinstance(keywords, list):
+            keywords = [str(keywords)]
+        summary = answer.get("summary") if self.config.include_summary else data.summary
+        return ClusterLabel(
+            cluster_id=evidence.cluster_id,
+            label=str(answer["label"]).strip(),
+            summary=summary if isinstance(summary, str) else json.dumps(summary, ensure_ascii=False),
+            keywords=[str(k) for k in keywords],
+            representative_ids=list(data.representative_ids),
+            confidence=float(answer["confidence"]),
+            source="llm",
+            extra={name: answer.get(name) for name in self.extra},
+        )
+
+    def fallback(self, evidence: ClusterEvidence, completion: Completion, reason: str) -> ClusterResult:
+        label = dataclasses.replace(evidence.data_label, source="fallback",
+                                    extra={name: None for name in self.extra})
+        return ClusterResult(label, completion, reason=reason)
+
+    # --- every cluster --------------------------------------------------------------------------
+    def label(self, evidence: list[ClusterEvidence]) -> LabelingOutcome:
+        start = time.perf_counter()
+        warnings: list[str] = []
+        prompts, documents_seen, found = [], 0, [0] * len(self.mappings)
+        for item in evidence:
+            prompt, missing = self.prompt_for(item)
+            prompts.append((prompt, any(len(m) < len(self.mappings) for m in missing) or not self.mappings))
+            documents_seen += len(missing)
+            for lacks in missing:
+                for i in range(len(self.mappings)):
+                    found[i] += i not in lacks
+        for i, mapping in enumerate(self.mappings):
+            if documents_seen and not found[i]:
+                warnings.append(f"{describe_mapping(mapping, i)} was found in none of the {documents_seen} documents sent")
+        has_docs = [has and bool(item.representatives) for (_, has), item in zip(prompts, evidence)]
+
+        workers = max(1, min(self.config.max_concurrency, len(evidence)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
+            results = list(pool.map(lambda args: self.label_one(*args),
+                                    [(item, prompt, has) for item, (prompt, _), has in zip(evidence, prompts, has_docs)]))
+
+        labels = [r.label for r in results]
+        metadata = self.metadata(results)
+        if self.config.use_embedding_dedup and len(labels) > 1:
+            labels, dedup_meta, dedup_warning = self.dedup(labels, evidence)
+            metadata.update(dedup_meta)
+            if dedup_warning:
+                warnings.append(dedup_warning)
+        if metadata.get("fallback_reason"):
+            warnings.append(f"labels fall back to data-derived labels for {metadata['fallbacks']} of "
+                            f"{len(results)} clusters: {metadata['fallback_reason']}")
+        metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
+        return LabelingOutcome(labels, metadata["labeling_source"], metadata, warnings=warnings,
+                               extra_types=shape.extra_types(self.config.response_shape))
+
+    def metadata(self, results: Sequence[ClusterResult]) -> dict:
+        fallbacks = [r for r in results if r.reason is not None]
+        source = "llm" if not fallbacks else "fallback" if len(fallbacks) == len(results) else "mixed"
+        metadata = {
+            "labeling_source": source,
+            "llm_provider": self.provider.name,
+            "llm_model": self.provider.model,
+            "llm_calls": sum(r.completion.calls for r in results),
+            "cache_hits": sum(r.cache_hit for r in results),
+            "cache_misses": sum(r.cache_miss for r in results),
+            "cache_enabled": self.cache is not None,
+            "retries": sum(r.completion.retries for r in results),
+            "fallbacks": len(fallbacks),
+            "input_tokens": sum(r.completion.input_tokens for r in results),
+            "output_tokens": sum(r.completion.output_tokens for r in results),
+            "max_concurrency": self.config.max_concurrency,
+            "structured_output": self.provider.structured,
+        }
+        if fallbacks:
+            reasons = list(dict.fromkeys(r.reason for r in fallbacks))
+            metadata["fallback_reason"] = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (and {len(reasons) - 1} other reasons)"
+            metadata["fallback_clusters"] = [{"cluster_id": r.label.cluster_id, "reason": r.reason}
+                                             for r in fallbacks[:MAX_LISTED]]
+        return metadata
+
+    def dedup(self, labels: list[ClusterLabel], evidence: list[ClusterEvidence]) -> tuple[list[ClusterLabel], dict, str | None]:
+        names = [l.label for l in labels]
+        embed = None if self.provider.stopped else self.provider.embed
+        vectors, method, warning = dd.label_vectors(names, embed)
+        new_names, renamed = dd.dedup_labels(
+            [l.cluster_id for l in labels], names, [l.keywords or e.keywords for l, e in zip(labels, evidence)],
+            [e.count for e in evidence], vectors, self.config.embedding_similarity_threshold)
+        out = [dataclasses.replace(l, label=n) if n != l.label else l for l, n in zip(labels, new_names)]
+        meta = {
+            "dedup_method": method,
+            "dedup_threshold": self.config.embedding_similarity_threshold,
+            "dedup_renamed": [dataclasses.asdict(r) for r in renamed[:MAX_LISTED]],
+            "dedup_renamed_count": len(renamed),
+            "embedding_calls": int(method == "provider"),
+        }
+        return out, meta, warning

@@ -1,0 +1,82 @@
+"""Prompt templates (data, not code) and their assembly into one request per cluster.
+
+Templates use ``string.Template`` placeholders. A definition's ``custom_prompt``
+replaces ``CLUSTER_PROMPT`` and may use the same placeholders: ``$cluster_id``,
+``$count``, ``$keywords``, ``$num_documents``. The documents and the answer
+format are always appended, since the answer must be parseable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from string import Template
+
+from cluster_assets.labeling.inputs import TEXT, Part
+
+SYSTEM_PROMPT = Template(
+    "You name clusters of similar documents so that people can browse a large collection. "
+    "Be specific and concrete; prefer the words the documents themselves use. "
+    "Answer with a single JSON object and nothing else."
+)
+
+CLUSTER_PROMPT = Template(
+    "Cluster $cluster_id holds $count documents. Its most distinctive terms are: $keywords.\n"
+    "Below are the $num_documents documents nearest its centre, most central first. "
+    "Give the cluster a short label (2-6 words) that names what these documents have in common "
+    "and tells this cluster apart from others$summary_clause$keywords_clause, and rate your confidence "
+    "that the label fits every document shown, from 0 to 1."
+)
+SUMMARY_CLAUSE = ", a one- or two-sentence summary"
+KEYWORDS_CLAUSE = ", 3 to 8 keywords"
+
+DOCUMENT = Template("Document $number:\n$text")
+DOCUMENT_MEDIA_ONLY = Template("Document $number (media follows):")
+
+RESPONSE_FORMAT = Template(
+    "Answer with one JSON object that matches this JSON schema exactly (all fields required):\n$schema"
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One cluster's request: a system text and an ordered list of parts (text and media)."""
+
+    system: str
+    parts: tuple[Part, ...]
+
+    def fingerprint(self) -> dict:
+        """What the answer depends on, for the cache key."""
+        return {"system": self.system, "parts": [[p.kind, p.value] for p in self.parts]}
+
+
+def build_prompt(*, cluster_id: int, count: int, keywords: list[str], documents: list[list[Part]],
+                 schema: dict, custom_prompt: str | None, include_summary: bool, include_keywords: bool) -> Prompt:
+    values = {
+        "cluster_id": cluster_id,
+        "count": count,
+        "keywords": ", ".join(keywords[:10]) or "(none found)",
+        "num_documents": len(documents),
+        "summary_clause": SUMMARY_CLAUSE if include_summary else "",
+        "keywords_clause": KEYWORDS_CLAUSE if include_keywords else "",
+    }
+    template = Template(custom_prompt) if custom_prompt else CLUSTER_PROMPT
+    parts: list[Part] = [Part(TEXT, template.safe_substitute(values))]
+    for number, doc_parts in enumerate(documents, start=1):
+        text = "\n".join(p.value for p in doc_parts if p.kind == TEXT)
+        parts.append(Part(TEXT, DOCUMENT.substitute(number=number, text=text) if text
+                          else DOCUMENT_MEDIA_ONLY.substitute(number=number)))
+        parts.extend(p for p in doc_parts if p.kind != TEXT)
+    parts.append(Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
+    return Prompt(SYSTEM_PROMPT.substitute(), tuple(parts))
+
+
+def merged_parts(parts: tuple[Part, ...] | list[Part]) -> list[Part]:
+    """Adjacent text parts joined by a blank line: fewer, larger blocks for the transports."""
+    out: list[Part] = []
+    for part in parts:
+        if part.kind == TEXT and out and out[-1].kind == TEXT:
+            out[-1] = Part(TEXT, out[-1].value + "\n\n" + part.value)
+        else:
+            out.append(part)
+    return out
