@@ -112,6 +112,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
 def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
     json_columns: dict[str, bool] = {}  # decided by each column's first non-empty cell
     with _open_text(path, newline="") as handle:
+        # Vectors are long JSON cells: allow cells of up to 1 GB instead of csv's default 128 KB.
+        csv.field_size_limit(max(csv.field_size_limit(), 2**30))
         reader = csv.reader(handle)
         try:
             header = next(reader)
@@ -124,7 +126,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
         if repeated:
             raise ImportProblem(path, f"column {repeated[0]!r} appears twice in the header", "line 1")
         line = reader.line_num
-        for cells in reader:
+        for cells in _csv_rows(path, reader):
             number, line = line + 1, reader.line_num  # a quoted cell may span lines: report where the row starts
             if not any(c.strip() for c in cells):
                 continue
@@ -147,6 +149,16 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, record
 
 
+def _csv_rows(path: Path, reader) -> Iterator[list[str]]:
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportProblem(path, f"CSV: {exc}", f"line {reader.line_num}") from None
+
+
 def _parses_as_container(cell: str) -> bool:
     if not cell.lstrip().startswith(("[", "{")):
         return False
@@ -157,13 +169,7 @@ def _parses_as_container(cell: str) -> bool:
 
 
 def _open_text(path: Path, newline: str | None = None):
-    try:
-        handle = open(path, encoding="utf-8-sig", newline=newline)
-        handle.read(1)
-        handle.seek(0)
-        return handle
-    except UnicodeDecodeError:
-        raise ImportProblem(path, "not UTF-8 text") from None
+    return open(path, encoding="utf-8-sig", newline=newline)
 
 
 def read_jsonl(path: str | Path, id_column: str | None = None) -> ImportedTable:
@@ -233,12 +239,15 @@ def _from_records(path: Path, records: Iterator[tuple[int, dict]], id_column: st
     chunks: list[pa.Table] = []
     lines: list[int] = []
     buffer: list[tuple[int, dict]] = []
-    for item in records:
-        buffer.append(item)
-        if len(buffer) >= CHUNK:
-            chunks.append(_chunk_table(path, buffer, kinds, id_column))
-            lines.extend(n for n, _ in buffer)
-            buffer = []
+    try:
+        for item in records:
+            buffer.append(item)
+            if len(buffer) >= CHUNK:
+                chunks.append(_chunk_table(path, buffer, kinds, id_column))
+                lines.extend(n for n, _ in buffer)
+                buffer = []
+    except UnicodeDecodeError as exc:
+        raise ImportProblem(path, f"not UTF-8 text (byte {exc.start} of a block: {exc.reason})") from None
     if buffer:
         chunks.append(_chunk_table(path, buffer, kinds, id_column))
         lines.extend(n for n, _ in buffer)

@@ -266,3 +266,18 @@ def test_parquet_problems(tmp_path):
     not_parquet = tmp_path / "not.parquet"
     not_parquet.write_text("hello")
     assert "cannot read as Parquet" in str(problem(not_parquet))
+
+
+def test_text_that_is_not_utf8_is_refused_by_name(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("document_id,title\na,caf\xe9\n".encode("latin-1"))
+    error = problem(path)
+    assert error.path == str(path) and "not UTF-8" in error.message
+
+
+def test_long_vector_cells_in_csv_are_read(tmp_path):
+    vector = np.linspace(0, 1, 20_000).round(6).tolist()  # ~180 KB of JSON, beyond csv's default cell limit
+    path = tmp_path / "wide.csv"
+    path.write_text(f'document_id,v\na,"{json.dumps(vector)}"\n')
+    imported = read_file(path)
+    assert imported.features[0].dim == 20_000
