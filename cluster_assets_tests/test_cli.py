@@ -340,3 +340,47 @@ def test_definitions_show_after_a_run_sees_the_stage_outputs(materialized):
     report = json.loads(result.stdout)
     assert all(stage["exists"] for stage in report["stage_outputs"].values())
     assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_enriched", "exists": True}]
+
+
+# --- the same commands against S3 (moto's server on loopback) ------------------------------------
+@pytest.fixture
+def s3_root(monkeypatch) -> str:
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="clusters")
+    yield "s3://clusters/team"
+    server.stop()
+
+
+def test_import_list_show_and_artifacts_on_s3(s3_root, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"document_id": f"d{i}", "text": f"doc {i}", "v": [float(i), 1.0, 2.0]}) + "\n"
+                            for i in range(50)))
+    imported = run("collections", "import", "docs", path, "--storage", s3_root)
+    assert imported.exit_code == 0, imported.output
+    assert "s3://clusters/team/collections/docs" in imported.stdout
+
+    assert Storage(s3_root).read_table("collections", "docs", "part-0.parquet").num_rows == 50
+    listed = run("collections", "list", "--storage", s3_root)
+    assert listed.stdout.splitlines()[2].split()[:3] == ["docs", "50", "3"]
+    shown = run("collections", "show", "docs", "--storage", s3_root)
+    assert any(line.split() == ["v", "dense", "3"] for line in shown.stdout.splitlines())
+
+    storage = Storage(s3_root)
+    storage.write_table(pa.table({"cluster_id": [0, 1], "count": [20, 30]}), "artifacts", "c1", "run-a", "centroids.parquet")
+    result = run("artifacts", "c1", "--format", "json", "--storage", s3_root)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"cluster_id": 0, "count": 20}, {"cluster_id": 1, "count": 30}]
