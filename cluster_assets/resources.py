@@ -53,7 +53,7 @@ LLM_KEY_VARIABLES = {
 
 class LLMResource(dg.ConfigurableResource):
     """The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall back
-    to data labels) and the S3 client (dagster-aws) that presigns ``s3://`` media URLs."""
+    to data labels). ``s3://`` media URLs are presigned with boto3's default credentials (AWS_* variables)."""
 
     # repr=False: a resolved resource's repr must never show a key.
     openai_api_key: str | None = Field(default=None, repr=False)
@@ -66,19 +66,8 @@ class LLMResource(dg.ConfigurableResource):
     def labeler(self, spec, storage):
         """The labeler for one definition: LLM when keyed, else data labels with the reason."""
         from cluster_assets.labeling import choose_labeler
-        from cluster_assets.labeling.inputs import s3_presigner
 
-        expiry = spec.llm_labeling.presign_expiry_seconds if spec.llm_labeling else 3600
-        holder: dict = {}
-
-        def presign(url: str) -> str:  # the S3 client is made only when an s3:// URL is met
-            if "fn" not in holder:
-                from dagster_aws.s3 import S3Resource
-
-                holder["fn"] = s3_presigner(S3Resource().get_client(), expiry)
-            return holder["fn"](url)
-
-        return choose_labeler(spec, self.api_keys(), storage=storage, presign=presign)
+        return choose_labeler(spec, self.api_keys(), storage=storage)
 
 
 def llm_resource() -> LLMResource:

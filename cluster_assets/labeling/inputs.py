@@ -173,6 +173,15 @@ def s3_presigner(client, expiry_seconds: int) -> Presigner:
     return presign
 
 
+def sigv4_s3_client():
+    """boto3's S3 client with Signature Version 4: buckets created since 2020 refuse SigV2 presigned URLs,
+    and boto3 may otherwise sign with SigV2 (custom endpoints, us-east-1)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
 def presign_parts(parts: Sequence[Part], presign: Presigner | None) -> list[Part]:
     """Media parts with ``s3://`` URLs replaced by presigned ones; other parts as they are."""
     out = []

@@ -25,6 +25,7 @@ from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
 from cluster_assets.labeling.cache import LabelCache, cache_key
 from cluster_assets.labeling.inputs import (
     Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
+    sigv4_s3_client,
 )
 from cluster_assets.labeling.prompts import Prompt, build_prompt
 from cluster_assets.labeling.providers.base import Completion, Provider
@@ -42,14 +43,12 @@ class ClusterResult:
 
 
 def default_presigner(expiry_seconds: int) -> Presigner:
-    """boto3's default S3 client (AWS_* variables, AWS_ENDPOINT_URL), made on first use."""
+    """A SigV4 boto3 S3 client from the usual AWS variables (AWS_ENDPOINT_URL too), made on first use."""
     holder: dict = {}
 
     def presign(url: str) -> str:
         if "fn" not in holder:
-            import boto3
-
-            holder["fn"] = s3_presigner(boto3.client("s3"), expiry_seconds)
+            holder["fn"] = s3_presigner(sigv4_s3_client(), expiry_seconds)
         return holder["fn"](url)
 
     return presign

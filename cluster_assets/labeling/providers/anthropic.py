@@ -46,7 +46,6 @@ class AnthropicProvider(Provider):
             max_tokens=self.max_output_tokens,
             system=prompt.system,
             messages=[{"role": "user", "content": message_content(list(prompt.parts))}],
-            temperature=0,
             **kwargs,
         )
         text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")

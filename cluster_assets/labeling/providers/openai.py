@@ -58,7 +58,6 @@ class OpenAIProvider(Provider):
                 {"role": "system", "content": prompt.system},
                 {"role": "user", "content": chat_content(list(prompt.parts))},
             ],
-            temperature=0,
             **kwargs,
         )
         usage = response.usage
