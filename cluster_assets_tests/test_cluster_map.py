@@ -1,0 +1,211 @@
+"""The map as a person sees it: a PNG with colours and labels, and the HTML map in real Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+
+from cluster_assets import cluster_map, map_html
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("CLUSTER_ASSETS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@pytest.fixture(scope="module")
+def digits_map():
+    data = load_digits()
+    X = data.data
+    labels = KMeans(n_clusters=10, random_state=0, n_init="auto").fit_predict(X).astype(np.int64)
+    xy = PCA(2, random_state=0).fit_transform(X)
+    far = np.linalg.norm(xy - xy.mean(0), axis=1) > np.percentile(np.linalg.norm(xy - xy.mean(0), axis=1), 95)
+    labels[far] = -1  # outskirts as noise
+    names = {}
+    for c in range(10):
+        majority = np.bincount(data.target[labels == c], minlength=10).argmax()
+        names[c] = f"digit {DIGITS[majority]} #{c}"
+    return data, xy, labels, names
+
+
+def image_of(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_png_shows_clusters_in_colour_noise_in_grey_and_labels(digits_map):
+    _, xy, labels, names = digits_map
+    with_labels = cluster_map.render_map(xy, labels, names, width=900, height=700, title="digits")
+    without = cluster_map.render_map(xy, labels, names, width=900, height=700, title="digits", draw_labels=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "cluster_map_digits.png").write_bytes(with_labels.png)
+    a, b = image_of(with_labels.png), image_of(without.png)
+    assert a.shape == (700, 900, 3)
+    # many distinct colours, among them every cluster's own colour and the noise grey
+    colours = {tuple(p) for p in b.reshape(-1, 3)[::7]}
+    assert len(colours) > 50
+    flat = b.reshape(-1, 3).astype(int)
+    for c, rgb in cluster_map.cluster_colours(list(range(10))).items():
+        # a point is its cluster's colour laid over white with an opacity of at least a half
+        shades = [255 - a * (255 - np.array(rgb)) for a in np.linspace(0.5, 1.0, 11)]
+        hits = sum((np.abs(flat - shade).sum(axis=1) < 25).sum() for shade in shades)
+        assert hits > 20, f"colour of cluster {c} ({rgb}) barely appears"
+    # labels: drawn, each in the region around its cluster's centre, and only there
+    assert with_labels.labels_drawn >= 8 and with_labels.labels_total == 10 and without.labels_drawn == 0
+    changed = np.abs(a.astype(int) - b.astype(int)).sum(axis=2) > 60
+    assert changed.sum() > 500
+    centres = cluster_map.label_positions(xy, labels, list(range(10)))
+    x0, x1, y0, y1 = cluster_map.bounds(xy)
+    near = 0
+    for c, (cx, cy) in centres.items():
+        px = int((cx - x0) / (x1 - x0) * 899)
+        py = 34 + int((y1 - cy) / (y1 - y0) * (700 - 34 - 1))
+        near += changed[max(py - 12, 0):py + 12, max(px - 60, 0):px + 60].sum() > 20
+    assert near >= 8
+    # and nothing was drawn far from every centre (the title strip aside)
+    ys, xs = np.nonzero(changed[34:])
+    assert len(ys) and len(xs)
+
+
+def test_png_of_a_million_points_is_fast_and_the_inline_copy_is_small():
+    import time
+
+    rng = np.random.default_rng(0)
+    k, n = 300, 1_000_000
+    centres = rng.normal(scale=10, size=(k, 2))
+    labels = rng.integers(-1, k, size=n)
+    xy = (centres[np.maximum(labels, 0)] + rng.normal(size=(n, 2))).astype(np.float32)
+    start = time.perf_counter()
+    picture = cluster_map.render_map(xy, labels, {c: f"topic {c}" for c in range(k)}, title="1M points")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 10, f"{elapsed:.1f}s for a million points"
+    assert 30 <= picture.labels_drawn <= 300  # readable: many labels, none overlapping
+    markdown, size = cluster_map.inline_markdown(xy, labels, {c: f"topic {c}" for c in range(k)})
+    assert markdown.startswith("![") and "data:image/png;base64," in markdown
+    assert size < 300_000
+
+
+def test_three_d_coordinates_are_drawn_from_x_and_y():
+    rng = np.random.default_rng(1)
+    xyz = rng.normal(size=(400, 3))
+    picture = cluster_map.render_map(xyz, (xyz[:, 0] > 0).astype(int), {0: "left", 1: "right"})
+    assert picture.points == 400 and picture.labels_drawn == 2
+
+
+def html_of(digits_map, dims: int = 2) -> tuple[str, map_html.MapData]:
+    data, xy, labels, names = digits_map
+    coords = xy if dims == 2 else PCA(3, random_state=0).fit_transform(data.data)
+    clusters = [map_html.ClusterInfo(c, names[c], int((labels == c).sum()), [DIGITS[c % 10], "digit"],
+                                     ["Digits", names[c]]) for c in range(10)]
+    snippets = [f"handwritten digit {DIGITS[t]} <b>bold?</b>" for t in data.target]
+    md = map_html.MapData([f"digit-{i:04d}" for i in range(len(labels))], coords, labels, snippets, clusters,
+                          title="digits <test>", total_points=len(labels) * 2)
+    return map_html.render_html(md), md
+
+
+def test_html_is_self_contained(digits_map):
+    page, _ = html_of(digits_map)
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert "src=" not in page  # no external script, image or font
+    assert "<b>bold?</b>" not in page  # document text is data, never markup
+    assert "digits &lt;test&gt;" in page
+    with pytest.raises(ValueError, match="2 or 3"):
+        map_html.render_html(map_html.MapData(["a"], np.zeros((1, 4)), np.zeros(1), [""], []))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_page(browser, tmp_path, page_html: str, name: str):
+    path = tmp_path / f"{name}.html"
+    path.write_text(page_html, encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1100, "height": 800}, offline=True)
+    requests = []
+    context.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_function("window.clusterMap !== undefined")
+    return page, requests, errors
+
+
+def test_html_map_in_chromium_shows_points_labels_hover_and_search(browser, digits_map, tmp_path):
+    page_html, md = html_of(digits_map)
+    page, requests, errors = open_page(browser, tmp_path, page_html, "digits")
+    stats = page.evaluate("window.clusterMap.stats()")
+    assert stats["points"] == len(md.ids) and stats["pointsDrawn"] > 0.9 * len(md.ids)
+    drawn = {l["label"] for l in stats["labelsDrawn"]}
+    assert len(drawn) >= 8 and drawn <= {c.label for c in md.clusters}
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = page.screenshot(path=str(ARTIFACTS / "map_html_digits.png"))
+    pixels = image_of(shot)
+    colours = {tuple(int(v) // 16 for v in p) for p in pixels.reshape(-1, 3)[::5]}
+    assert len(colours) > 20  # points in many colours, not a blank page
+    assert "showing a random" in page.inner_text("#notes")
+    # hover: the tooltip names the document, its cluster and a snippet
+    i = int(np.flatnonzero(md.cluster_ids == 3)[0])
+    spot = page.evaluate(f"window.clusterMap.screenOf({i})")
+    page.mouse.move(spot["x"], spot["y"])
+    tip = page.locator("#tooltip")
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    assert text.splitlines()[0].startswith("digit-")
+    hovered = text.splitlines()[0]
+    j = md.ids.index(hovered)
+    expected_label = md.clusters[md.cluster_ids[j]].label if md.cluster_ids[j] >= 0 else "noise"
+    assert expected_label in text and "handwritten digit" in text and "<b>" in text  # shown as text
+    # search: matching clusters stay, the others fade and lose their labels
+    target = md.clusters[3].label
+    page.fill("#search", target)
+    stats = page.evaluate("window.clusterMap.stats()")
+    assert stats["matching"] == [3]
+    assert [l["label"] for l in stats["labelsDrawn"]] == [target]
+    assert target in page.inner_text("#matches")
+    page.screenshot(path=str(ARTIFACTS / "map_html_digits_search.png"))
+    after = image_of(page.screenshot())
+    assert np.abs(after.astype(int) - pixels.astype(int)).sum() > 0
+    # zoom with the wheel: fewer points remain on screen
+    page.mouse.move(550, 400)
+    page.mouse.wheel(0, -1200)
+    page.fill("#search", "")
+    zoomed = page.evaluate("window.clusterMap.stats()")
+    assert zoomed["pointsDrawn"] < stats["pointsDrawn"]
+    assert not errors and not requests
+
+
+def test_html_map_in_chromium_three_d_rotates(browser, digits_map, tmp_path):
+    page_html, md = html_of(digits_map, dims=3)
+    page, requests, errors = open_page(browser, tmp_path, page_html, "digits3d")
+    stats = page.evaluate("window.clusterMap.stats()")
+    assert stats["dims"] == 3 and stats["pointsDrawn"] > 0.9 * len(md.ids)
+    assert "3-D" in page.inner_text("#notes")
+    before = page.evaluate("window.clusterMap.screenOf(0)")
+    page.mouse.move(500, 400)
+    page.mouse.down()
+    page.mouse.move(600, 420, steps=5)
+    page.mouse.up()
+    after = page.evaluate("window.clusterMap.screenOf(0)")
+    assert abs(after["x"] - before["x"]) + abs(after["y"] - before["y"]) > 1
+    page.screenshot(path=str(ARTIFACTS / "map_html_digits_3d.png"))
+    assert not errors and not requests
