@@ -384,3 +384,15 @@ def test_import_list_show_and_artifacts_on_s3(s3_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {"cluster_id": 0, "count": 20}, {"cluster_id": 1, "count": 30}]
+
+
+def test_list_keeps_going_past_an_unreadable_collection(storage):
+    write_table(storage, "good", pa.table({"document_id": ["a"], "v": pa.array([[1.0]], pa.list_(pa.float32()))}))
+    broken = Path(storage.path("collections", "broken"))
+    broken.mkdir(parents=True)
+    (broken / "part-0.parquet").write_text("not parquet")
+    result = run("collections", "list")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    assert rows["good"][:2] == ["1", "2"] and rows["broken"] == ["?", "?", "?"]
+    assert "collection 'broken' cannot be read" in result.stderr

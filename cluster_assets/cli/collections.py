@@ -48,8 +48,11 @@ def import_collection(collection_id: str, file: Path, fmt: str, id_column: str |
         imported = importers.read_file(file, fmt, id_column)
     except importers.ImportProblem as exc:
         fail(str(exc))
-    replaced = storage.collection_exists(collection_id)
-    rows = storage.write_collection(collection_id, imported.table.schema, [imported.table])
+    try:
+        replaced = storage.collection_exists(collection_id)
+        rows = storage.write_collection(collection_id, imported.table.schema, [imported.table])
+    except OSError as exc:
+        fail(f"cannot write collection {collection_id!r} to {storage.uri('collections')}: {exc}")
     click.echo(f"imported {rows} documents into collection {collection_id!r} "
                f"({'replaced' if replaced else 'created'} {storage.uri(*storage.collection_parts(collection_id))})")
     if imported.features:
@@ -66,9 +69,13 @@ def list_collections(storage_root: str | None) -> None:
     storage = open_storage(storage_root)
     rows = []
     for cid in storage.list_collections():
-        dataset = storage.collection_dataset(cid)
-        size = sum(i.size for i in storage.fs.get_file_info(storage.collection_files(cid)))
-        rows.append((cid, dataset.count_rows(), len(dataset.schema), format_size(size)))
+        try:
+            dataset = storage.collection_dataset(cid)
+            size = sum(i.size for i in storage.fs.get_file_info(storage.collection_files(cid)))
+            rows.append((cid, dataset.count_rows(), len(dataset.schema), format_size(size)))
+        except (CollectionError, OSError, pa.ArrowInvalid) as exc:
+            warn(f"collection {cid!r} cannot be read: {exc}")
+            rows.append((cid, "?", "?", "?"))
     if not rows:
         click.echo(f"no collections under {storage.uri('collections')}; "
                    "add one with `cluster-assets collections import ID FILE` or `cluster-assets collections demo`")
