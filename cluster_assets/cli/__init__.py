@@ -8,11 +8,13 @@ import click
 from cluster_assets.cli.artifacts import artifacts
 from cluster_assets.cli.collections import collections
 from cluster_assets.cli.definitions import definitions
+from cluster_assets.cli.executions import executions
 
 COMMANDS = [
     collections,
     definitions,
     artifacts,
+    executions,
 ]
 
 

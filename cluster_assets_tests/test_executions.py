@@ -1,0 +1,101 @@
+"""``cluster-assets executions`` and the run sections of ``definitions show``, over a real Dagster instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from cluster_assets.cli import main
+from cluster_assets.loader import build_defs
+from cluster_assets_tests.conftest import write_definition
+from cluster_assets_tests.small import definition, write_blobs
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def history(dagster_home, definitions_dir, storage):
+    """Three runs in the instance of $DAGSTER_HOME: manual, scheduled, and another definition's."""
+    write_blobs(storage)
+    write_definition(definitions_dir, definition(triggers=[{"type": "cron", "cron": "0 3 * * *", "name": "nightly"}]))
+    write_definition(definitions_dir, definition("other"))
+    defs = build_defs(definitions_dir)
+    instance = dg.DagsterInstance.get()
+    assets = [*defs.assets, *defs.asset_checks]
+    manual = dg.materialize(assets, resources=defs.resources, selection=dg.AssetSelection.groups("blobs"),
+                            instance=instance)
+    dg.materialize(assets, resources=defs.resources, selection=dg.AssetSelection.groups("other"), instance=instance)
+    schedule = defs.resolve_schedule_def("blobs__nightly")
+    request = schedule.evaluate_tick(dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc))).run_requests[0]
+    scheduled = defs.resolve_job_def(schedule.job_name).execute_in_process(instance=instance, tags=request.tags)
+    return {"manual": manual.run_id, "scheduled": scheduled.run_id, "defs": defs, "instance": instance}
+
+
+def test_executions_lists_the_definitions_runs_newest_first(history, definitions_dir):
+    result = run("executions", "blobs", "--json", "--dir", definitions_dir)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.output)
+    assert [r["run_id"] for r in runs] == [history["scheduled"], history["manual"]]  # not "other"'s run
+    scheduled, manual = runs
+    assert scheduled["trigger"] == "nightly" and manual["trigger"] == "manual"
+    for r in runs:
+        assert r["status"] == "SUCCESS"
+        assert r["counts"] == {"documents": 120, "num_clusters": 3, "noise_documents": 0}
+        assert r["duration_s"] > 0
+    assert dt.datetime.fromisoformat(scheduled["started_at"]) > dt.datetime.fromisoformat(manual["started_at"])
+
+    table = run("executions", "blobs", "--dir", definitions_dir).output.splitlines()
+    assert table[0].split() == ["run", "status", "started", "duration", "trigger", "documents", "clusters"]
+    assert table[2].startswith(history["scheduled"][:8]) and "nightly" in table[2] and " 120 " in table[2]
+    assert table[3].startswith(history["manual"][:8]) and "manual" in table[3]
+
+
+def test_failed_runs_are_listed_and_deleted_definitions_keep_their_history(history, definitions_dir, storage):
+    (definitions_dir / "blobs.json").write_text(json.dumps(definition(feature_addresses=["missing_column"])))
+    defs = build_defs(definitions_dir)
+    failed = dg.materialize([*defs.assets], resources=defs.resources, selection=dg.AssetSelection.groups("blobs"),
+                            instance=history["instance"], raise_on_error=False)
+    assert not failed.success
+    runs = json.loads(run("executions", "blobs", "--json", "--dir", definitions_dir).output)
+    assert runs[0]["run_id"] == failed.run_id and runs[0]["status"] == "FAILURE"
+    assert runs[0]["counts"]["documents"] is None
+
+    (definitions_dir / "blobs.json").unlink()
+    runs = json.loads(run("executions", "blobs", "--json", "--limit", "2", "--dir", definitions_dir).output)
+    assert [r["run_id"] for r in runs] == [failed.run_id, history["scheduled"]]
+
+
+def test_definitions_show_has_triggers_latest_run_and_enrichment_status(history, definitions_dir):
+    result = run("definitions", "show", "blobs", "--json", "--dir", definitions_dir)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["triggers"] == [{"name": "nightly", "type": "cron", "dagster_name": "blobs__nightly",
+                                   "enabled": True, "kind": "schedule", "cron": "0 3 * * *", "timezone": "UTC"}]
+    latest = report["latest_run"]
+    assert latest["run_id"] == history["scheduled"] and latest["trigger"] == "nightly"
+    assert latest["documents"] == 120 and latest["clusters"] == 3
+    assert latest["artifacts"]["members"].endswith(f"{history['scheduled']}/members.parquet")
+    status = report["enrichment_status"]
+    assert status["status"] == "up to date" and status["run_id"] == history["scheduled"]
+    assert status["documents"] == 120
+
+    # Assignments re-materialized alone: the enriched collection is now behind.
+    defs = history["defs"]
+    dg.materialize([*defs.assets], resources=defs.resources, instance=history["instance"],
+                   selection=dg.AssetSelection.keys(dg.AssetKey(["blobs", "assignments"])))
+    report = json.loads(run("definitions", "show", "blobs", "--json", "--dir", definitions_dir).output)
+    assert report["enrichment_status"]["status"] == "behind the latest assignments"
+
+
+def test_executions_without_dagster_home_says_what_to_do(definitions_dir, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = CliRunner().invoke(main, ["executions", "blobs", "--dir", str(definitions_dir)])
+    assert result.exit_code == 1
+    assert "DAGSTER_HOME is not set" in result.output
