@@ -9,6 +9,7 @@ which is DBSCAN's own rule).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from functools import cache
@@ -46,6 +47,12 @@ class AlgorithmInfo:
     # quadratic algorithms cannot fit a million points in memory or in minutes.
     default_fit_size: int = 50_000
     can_predict: bool = False
+    # Fit and predict in float64: GaussianMixture's full covariances of real data (constant
+    # pixels, collinear features) are not positive definite in float32, as scikit-learn warns.
+    float64: bool = False
+    # Fits made of thousands of tiny neighbour queries (optics, mean_shift) run 10x slower
+    # with OpenMP threads spinning on a shared machine: fit them single-threaded.
+    serial: bool = False
 
 
 def _sklearn(name: str) -> Callable[[], type]:
@@ -72,11 +79,13 @@ REGISTRY: dict[str, AlgorithmInfo] = {
         "kmeans", _sklearn("KMeans"), "n_clusters", {"random_state": 0, "n_init": "auto"}, 50_000, True
     ),
     "gaussian_mixture": AlgorithmInfo(
-        "gaussian_mixture", _sklearn("GaussianMixture"), "n_components", {"random_state": 0}, 50_000, True
+        "gaussian_mixture", _sklearn("GaussianMixture"), "n_components", {"random_state": 0}, 50_000, True, True
     ),
-    "mean_shift": AlgorithmInfo("mean_shift", _sklearn("MeanShift"), None, {"bin_seeding": True}, 5_000, True),
+    "mean_shift": AlgorithmInfo(
+        "mean_shift", _sklearn("MeanShift"), None, {"bin_seeding": True}, 5_000, True, serial=True
+    ),
     "dbscan": AlgorithmInfo("dbscan", _sklearn("DBSCAN"), None, {}, 20_000),
-    "optics": AlgorithmInfo("optics", _sklearn("OPTICS"), None, {}, 10_000),
+    "optics": AlgorithmInfo("optics", _sklearn("OPTICS"), None, {}, 10_000, serial=True),
     "agglomerative": AlgorithmInfo("agglomerative", _sklearn("AgglomerativeClustering"), "n_clusters", {}, 10_000),
     "spectral": AlgorithmInfo(
         "spectral", _sklearn("SpectralClustering"), "n_clusters", {"random_state": 0}, 5_000
@@ -142,6 +151,18 @@ def requested_clusters(algorithm: str, config: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, (int, np.integer)) else None
 
 
+MEAN_SHIFT_SEEDS = 200
+
+
+def _threads(limit: int | None):
+    """Cap the BLAS/OpenMP thread pools for a block (no cap when ``limit`` is None)."""
+    if limit is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit)
+
+
 class ClusterModel:
     """A fitted clustering: the estimator plus what it needs to assign new points.
 
@@ -161,22 +182,43 @@ class ClusterModel:
                 f"{len(X)} documents to fit on but {n_clusters} clusters asked for: "
                 f"lower num_clusters or add documents"
             )
+        if info.float64:
+            X = np.asarray(X, dtype=np.float64)
+        with _threads(1 if info.serial else None):
+            return self._fit(info, X)
+
+    def _fit(self, info: AlgorithmInfo, X: np.ndarray) -> "ClusterModel":
         self.estimator_ = info.load()(**self.params)
-        self.estimator_.fit(X)
+        try:
+            self.estimator_.fit(X)
+        except ValueError as exc:
+            # MeanShift's bin seeding places seeds on a grid of the bandwidth's size; in more than
+            # a few dimensions no point is near any grid point. Seed from the data itself instead.
+            if self.algorithm != "mean_shift" or "seeds" in self.params or "No point was within" not in str(exc):
+                raise
+            rng = np.random.default_rng(0)
+            seeds = X[np.sort(rng.choice(len(X), min(len(X), MEAN_SHIFT_SEEDS), replace=False))]
+            self.estimator_ = info.load()(**{**self.params, "bin_seeding": False, "seeds": seeds})
+            self.estimator_.fit(X)
         labels = self.estimator_.predict(X) if info.can_predict else self.estimator_.labels_
         self.labels_ = np.asarray(labels, dtype=np.int64)
         if self.algorithm != "hdbscan" and not info.can_predict:
-            keep = self.labels_ >= 0
+            # Every fitted point, noise included: a document nearest a point the fit called
+            # noise (optics) is noise too, and the sample keeps its fitted labels.
+            keep = np.ones(len(X), dtype=bool)
             if self.algorithm == "dbscan":
                 keep = np.zeros(len(X), dtype=bool)
                 keep[self.estimator_.core_sample_indices_] = True
             self.reference_points_ = np.ascontiguousarray(X[keep], dtype=np.float32)
             self.reference_labels_ = self.labels_[keep]
+            self.reference_radius_ = self._reach(keep)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         info = REGISTRY[self.algorithm]
         if info.can_predict:
+            if info.float64:
+                X = np.asarray(X, dtype=np.float64)
             return np.asarray(self.estimator_.predict(X), dtype=np.int64)
         if self.algorithm == "hdbscan":
             import hdbscan
@@ -195,6 +237,27 @@ class ClusterModel:
         metric = metric if isinstance(metric, str) and metric != "precomputed" else "euclidean"
         nearest, distance = pairwise_distances_argmin_min(X, self.reference_points_, metric=metric)
         out[:] = self.reference_labels_[nearest]
-        if self.algorithm == "dbscan":
-            out[distance > self.estimator_.eps] = -1
+        radius = getattr(self, "reference_radius_", None)  # None in models pickled before it existed
+        if radius is not None:
+            out[distance > radius[nearest]] = -1
         return out
+
+    def _reach(self, keep: np.ndarray) -> np.ndarray | None:
+        """How far from each reference point a new point may lie and still join its cluster.
+
+        dbscan: ``eps`` from a core point, its own rule. optics: the widest core distance
+        among the cluster's fitted members, the density level at which OPTICS drew the
+        cluster; a point farther out is noise. Others: any distance.
+        """
+        labels = self.labels_[keep]
+        if self.algorithm == "dbscan":
+            return np.full(len(labels), self.estimator_.eps, dtype=np.float64)
+        if self.algorithm == "optics":
+            core = np.asarray(self.estimator_.core_distances_, dtype=np.float64)[keep]
+            radius = np.zeros(len(labels), dtype=np.float64)
+            for c in np.unique(labels[labels >= 0]):
+                members = labels == c
+                finite = core[members][np.isfinite(core[members])]
+                radius[members] = finite.max() if len(finite) else 0.0
+            return radius
+        return None
