@@ -234,6 +234,36 @@ class Checks(_Strict):
     blocking: bool = False
 
 
+class HierarchyOptions(_Strict):
+    """How ``hierarchical: true`` groups the clusters into a tree (see ``cluster_assets.hierarchy``)."""
+
+    # levels counts the clusters' own level: 2 = one level of parents above the clusters
+    levels: int | None = Field(None, ge=2, le=8)
+    # or the typical number of children per parent (the top then holds at most this many nodes)
+    branching: int | None = Field(None, ge=2, le=100)
+    top_nodes: int | None = Field(None, ge=1, le=100)
+    # merging centroids weighted by cluster size (hdbscan uses its own condensed tree instead)
+    linkage: Literal["ward", "average", "complete", "single"] = "ward"
+
+    @model_validator(mode="after")
+    def _levels_or_branching(self) -> "HierarchyOptions":
+        if self.levels is not None and self.branching is not None:
+            raise ValueError("give either levels or branching, not both")
+        return self
+
+
+class TaxonomyClassification(_Strict):
+    """Classify the documents into a promoted taxonomy's nodes (nearest centroid above a similarity)."""
+
+    name: str
+    similarity_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_safe_id(value, "taxonomy name")
+
+
 class ClusterDefinition(_Strict):
     cluster_name: str
     description: str | None = None
@@ -245,7 +275,7 @@ class ClusterDefinition(_Strict):
     dimension_reduction: DimensionReduction | None = None
     llm_labeling: LLMLabeling | None = None
     hierarchical: bool = False
-    hierarchy: dict[str, Any] = Field(default_factory=dict)
+    hierarchy: HierarchyOptions = Field(default_factory=HierarchyOptions)
     sample_size: int | None = Field(None, ge=1)
     # Extension: L2-normalise each feature before clustering (always done per
     # feature when several addresses are combined, so none dominates).
@@ -254,11 +284,18 @@ class ClusterDefinition(_Strict):
     triggers: list[Trigger] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     checks: Checks = Field(default_factory=Checks)
+    # a taxonomy name (or {name, similarity_threshold}): adds taxonomy_node_id/taxonomy_label to the enrichment
+    taxonomy: TaxonomyClassification | None = None
 
     @field_validator("cluster_name")
     @classmethod
     def _safe_cluster_name(cls, value: str) -> str:
         return check_safe_id(value, "cluster_name")
+
+    @field_validator("taxonomy", mode="before")
+    @classmethod
+    def _taxonomy_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("source_collection_ids")
     @classmethod
