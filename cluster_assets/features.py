@@ -84,10 +84,13 @@ def _check_nulls(arr: pa.Array, ids, where: str) -> None:
         raise FeatureError(f"{where}: {_first_bad(ids, mask)} has no vector")
 
 
-def _flat_values(arr: pa.Array) -> np.ndarray:
+def _flat_values(arr: pa.Array, ids, where: str) -> np.ndarray:
     values = arr.flatten()
     if values.null_count:
-        raise FeatureError("vector with a null component")
+        owners = np.repeat(np.arange(len(arr)), _list_lengths(arr))
+        bad = np.zeros(len(arr), dtype=bool)
+        bad[owners[values.is_null().to_numpy(zero_copy_only=False)]] = True
+        raise FeatureError(f"{where}: {_first_bad(ids, bad)} has a vector with a null component")
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 
@@ -110,11 +113,7 @@ def dense_matrix(arr: pa.Array, ids, where: str, dim: int | None = None) -> np.n
             )
     if d == 0:
         raise FeatureError(f"{where}: empty vectors")
-    try:
-        flat = _flat_values(arr)
-    except FeatureError as exc:
-        raise FeatureError(f"{where}: {exc}") from None
-    return flat.reshape(len(arr), d)
+    return _flat_values(arr, ids, where).reshape(len(arr), d)
 
 
 def multi_matrix(arr: pa.Array, ids, where: str, dim: int | None = None) -> np.ndarray:
@@ -124,8 +123,10 @@ def multi_matrix(arr: pa.Array, ids, where: str, dim: int | None = None) -> np.n
     counts = _list_lengths(arr)
     if (counts <= 0).any():
         raise FeatureError(f"{where}: {_first_bad(ids, counts <= 0)} has an empty multi-vector")
-    inner = dense_matrix(arr.flatten(), None, where, dim)
     owners = np.repeat(np.arange(len(arr)), counts)
+    # Each inner vector carries its document's id, so that a ragged one is reported by document.
+    inner_ids = ids.take(pa.array(owners)) if ids is not None else None
+    inner = dense_matrix(arr.flatten(), inner_ids, where, dim)
     pooled = np.zeros((len(arr), inner.shape[1]), dtype=np.float64)
     np.add.at(pooled, owners, inner)
     return (pooled / counts[:, None]).astype(np.float32)
