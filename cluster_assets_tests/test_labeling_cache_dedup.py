@@ -1,0 +1,132 @@
+"""The label cache across runs and the near-duplicate label dedup."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cluster_assets.labeling import choose_labeler
+from cluster_assets.labeling.cache import CACHE_PARTS, LabelCache
+from cluster_assets.labeling.dedup import dedup_labels, local_vectors, normalise
+from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
+    KEY, anthropic_server, definition, documents, evidence, no_llm_environment, openai_server, text_mappings,
+)
+
+pytestmark = pytest.mark.usefixtures("no_llm_environment")
+
+
+def run(spec, storage, provider="openai", items=None):
+    return choose_labeler(spec, {provider: KEY}, storage=storage).label(items or evidence(clusters=4))
+
+
+def test_a_second_run_within_the_ttl_makes_no_call(openai_server, storage):
+    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                      response_shape={"tone": "formal | casual"})
+    first = run(spec, storage)
+    assert len(openai_server.completions()) == 4
+    assert (first.metadata["cache_hits"], first.metadata["cache_misses"]) == (0, 4)
+    second = run(spec, storage)
+    assert len(openai_server.completions()) == 4  # nothing new reached the server
+    assert (second.metadata["cache_hits"], second.metadata["cache_misses"], second.metadata["llm_calls"]) == (4, 0, 0)
+    assert [(l.label, l.extra, l.confidence, l.source) for l in second.labels] == \
+           [(l.label, l.extra, l.confidence, l.source) for l in first.labels]
+    entries = storage.list_dir(*CACHE_PARTS)
+    assert len(entries) == 4
+    stored = b"".join(storage.read_bytes(*CACHE_PARTS, e) for e in entries)
+    assert KEY.encode() not in stored and b"Document 1" not in stored and b"schema" not in stored  # answers only
+
+    # Whatever changes the answer changes the key: an edited document, another prompt, another model.
+    changed = evidence(clusters=4)
+    changed[0].representatives[0]["title"] = "a different product"
+    third = run(spec, storage, items=changed)
+    assert (third.metadata["cache_hits"], third.metadata["cache_misses"]) == (3, 1)
+    other_prompt = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                              response_shape={"tone": "formal | casual"}, custom_prompt="Name it.")
+    assert run(other_prompt, storage).metadata["cache_misses"] == 4
+    other_model = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                             response_shape={"tone": "formal | casual"}, model_name="other-model")
+    assert run(other_model, storage).metadata["cache_misses"] == 4
+    assert len(openai_server.completions()) == 4 + 1 + 4 + 4
+
+
+def test_entries_expire_after_the_ttl_and_a_zero_ttl_disables_the_cache(openai_server, storage):
+    now = [1_000_000.0]
+    cache = LabelCache(storage, ttl_seconds=60, clock=lambda: now[0])
+    cache.put("k", {"label": "x"})
+    assert cache.get("k") == {"label": "x"}
+    now[0] += 61
+    assert cache.get("k") is None
+
+    spec = definition(base_url=openai_server.base_url, cache_ttl_seconds=0)
+    first, second = run(spec, storage), run(spec, storage)
+    assert len(openai_server.completions()) == 8 and second.metadata["cache_hits"] == 0
+    assert first.metadata["cache_enabled"] is False and storage.list_dir(*CACHE_PARTS) == ["k.json"]
+
+
+def test_failed_clusters_are_not_cached(openai_server, storage):
+    from cluster_assets_tests.llm_servers import Text
+
+    openai_server.queue(*[Text("no json")] * 4)
+    spec = definition(base_url=openai_server.base_url, max_retries=3, max_concurrency=1)
+    first = run(spec, storage, items=evidence(clusters=1))
+    assert first.source == "fallback"
+    second = run(spec, storage, items=evidence(clusters=1))
+    assert second.source == "llm" and second.metadata["cache_misses"] == 1
+
+
+def same_label_answers(body: dict) -> dict:
+    """Clusters 0 and 1 get near-identical labels; cluster 2 a different one."""
+    first = documents(body)[0]
+    cluster = int(first.split()[1].split("-")[0])
+    label = {0: "Running shoes", 1: "Running Shoes!", 2: "Coffee makers", 3: "Garden tools"}[cluster]
+    return {"label": label, "summary": "s", "keywords": [f"kw{cluster}", "shoes"], "confidence": 0.8}
+
+
+def test_near_duplicate_labels_get_a_suffix_using_provider_embeddings(openai_server, storage):
+    openai_server.answer = same_label_answers
+    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                      use_embedding_dedup=True, embedding_similarity_threshold=0.8, embedding_model="embed-fake")
+    outcome = run(spec, storage)
+    labels = {l.cluster_id: l.label for l in outcome.labels}
+    # cluster 0 is the largest (count 40): it keeps the label; cluster 1 gets its own first keyword
+    assert labels == {0: "Running shoes", 1: "Running Shoes! (kw1)", 2: "Coffee makers", 3: "Garden tools"}
+    embedding_calls = openai_server.embeddings()
+    assert len(embedding_calls) == 1 and embedding_calls[0].body["model"] == "embed-fake"
+    assert sorted(embedding_calls[0].body["input"]) == sorted(["Running shoes", "Running Shoes!", "Coffee makers",
+                                                               "Garden tools"])
+    assert outcome.metadata["dedup_method"] == "provider" and outcome.metadata["dedup_renamed_count"] == 1
+    assert outcome.metadata["dedup_renamed"][0]["similar_to"] == 0
+
+    without = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"))
+    plain = run(without, storage)
+    assert [l.label for l in plain.labels][:2] == ["Running shoes", "Running Shoes!"]
+    assert "dedup_method" not in plain.metadata
+
+
+def test_anthropic_has_no_embedding_endpoint_so_dedup_is_local(anthropic_server, storage):
+    anthropic_server.answer = same_label_answers
+    spec = definition(provider="anthropic", base_url=anthropic_server.base_url, labeling_inputs=text_mappings("title"),
+                      use_embedding_dedup=True, embedding_similarity_threshold=0.7)
+    outcome = run(spec, storage, provider="anthropic")
+    assert outcome.metadata["dedup_method"] == "local_tfidf"
+    assert len({l.label for l in outcome.labels}) == 4
+    assert all(r.path == "/v1/messages" for r in anthropic_server.requests)
+
+
+def test_dedup_threshold_decides_what_counts_as_a_duplicate():
+    names = ["Trail running shoes", "Trail running shoe", "Espresso machines"]
+    vectors = normalise(local_vectors(names))
+    similarity = float(vectors[0] @ vectors[1])
+    strict, renamed = dedup_labels([0, 1, 2], names, [["a"], ["trail", "kids"], ["b"]], [5, 3, 9], vectors,
+                                   threshold=similarity + 0.01)
+    assert strict == names and renamed == []
+    loose, renamed = dedup_labels([0, 1, 2], names, [["a"], ["trail", "kids"], ["b"]], [5, 3, 9], vectors,
+                                  threshold=similarity - 0.01)
+    assert loose == ["Trail running shoes", "Trail running shoe (kids)", "Espresso machines"]  # 'trail' is taken
+    assert renamed[0].similar_to == 0 and np.isclose(renamed[0].similarity, similarity, atol=1e-4)
+    fallback_suffix, _ = dedup_labels([0, 7], ["Books", "books"], [[], ["books"]], [2, 1],
+                                      normalise(local_vectors(["Books", "books"])), 0.5)
+    assert fallback_suffix == ["Books", "books (cluster 7)"]
+    assert json.dumps(fallback_suffix)
