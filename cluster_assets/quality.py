@@ -12,10 +12,7 @@ Whole run (on a bounded sample, noise left out): silhouette (scikit-learn's,
 at most ``SILHOUETTE_SAMPLE`` points), Davies-Bouldin (scikit-learn's), and the
 noise share over every document.
 
-Between runs (used by the asset checks in ``checks.py``): ``drift`` (share of
-documents that changed cluster after matching cluster ids, and the adjusted
-Rand index) and ``cluster_sizes`` (noise, empty and giant clusters) over an
-assignments table.
+Run-to-run drift is ``drift.py``'s (the asset checks).
 
 Pure numpy: no Dagster import.
 """
@@ -28,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-ID = "document_id"
 SILHOUETTE_SAMPLE = 5_000
 DAVIES_BOULDIN_SAMPLE = 50_000
 
@@ -205,90 +201,3 @@ def assess(stats: ClusterStats, sample_X: np.ndarray, sample_labels: np.ndarray,
         sample_size=int(min(silhouette_sample, int((np.asarray(sample_labels) >= 0).sum()))),
     )
 
-
-# --- between runs: drift and sizes of an assignments table (document_id, cluster_id) --------------
-
-@dataclass
-class Drift:
-    compared: int  # documents present in both runs
-    changed: int  # of those, how many changed cluster after matching ids
-    ari: float  # adjusted Rand index of the two labelings on the shared documents
-    mapping: dict[int, int]  # previous cluster id -> the current cluster id it was matched to
-
-    @property
-    def changed_share(self) -> float:
-        return self.changed / self.compared if self.compared else 0.0
-
-
-def contingency(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(previous ids, current ids, counts[i, j] of documents in previous i and current j)."""
-    prev_ids, prev_inv = np.unique(previous, return_inverse=True)
-    cur_ids, cur_inv = np.unique(current, return_inverse=True)
-    table = np.zeros((len(prev_ids), len(cur_ids)), dtype=np.int64)
-    np.add.at(table, (prev_inv, cur_inv), 1)
-    return prev_ids, cur_ids, table
-
-
-def aligned_labels(previous: pa.Table, current: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """The cluster ids of the documents present in both tables, in the same order."""
-    import pandas as pd
-
-    prev_ids = previous.column(ID).to_numpy(zero_copy_only=False)
-    cur_ids = current.column(ID).to_numpy(zero_copy_only=False)
-    where = pd.Index(prev_ids).get_indexer(cur_ids)
-    found = where >= 0
-    prev = previous.column("cluster_id").to_numpy(zero_copy_only=False)[where[found]].astype(np.int64)
-    cur = current.column("cluster_id").to_numpy(zero_copy_only=False)[found].astype(np.int64)
-    return prev, cur
-
-
-def drift(previous: pa.Table, current: pa.Table) -> Drift:
-    """How much the clustering moved between two assignments tables.
-
-    Cluster ids are arbitrary from run to run, so previous and current clusters
-    are first matched one to one to keep the most documents in place (the
-    Hungarian method on the contingency table); noise (-1) matches only noise.
-    """
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import adjusted_rand_score
-
-    prev, cur = aligned_labels(previous, current)
-    if not len(prev):
-        return Drift(0, 0, 1.0, {})
-    prev_ids, cur_ids, table = contingency(prev, cur)
-    weights = table.copy()
-    noise_prev, noise_cur = prev_ids == -1, cur_ids == -1
-    weights[noise_prev[:, None] != noise_cur[None, :]] = 0  # noise never matches a cluster
-    rows, cols = linear_sum_assignment(-weights)
-    kept = int(weights[rows, cols].sum())
-    mapping = {int(prev_ids[r]): int(cur_ids[c]) for r, c in zip(rows, cols) if weights[r, c] > 0}
-    return Drift(len(prev), len(prev) - kept, float(adjusted_rand_score(prev, cur)), mapping)
-
-
-@dataclass
-class Sizes:
-    documents: int
-    noise: int
-    sizes: dict[int, int]  # cluster id -> documents (noise left out)
-
-    @property
-    def noise_share(self) -> float:
-        return self.noise / self.documents if self.documents else 0.0
-
-    @property
-    def largest_share(self) -> float:
-        return max(self.sizes.values(), default=0) / self.documents if self.documents else 0.0
-
-    def empty_clusters(self, min_size: int) -> list[int]:
-        """Ids in 0..max id holding fewer than ``min_size`` documents (a missing id holds none)."""
-        top = max(self.sizes, default=-1)
-        return [c for c in range(top + 1) if self.sizes.get(c, 0) < min_size]
-
-
-def cluster_sizes(assignments: pa.Table) -> Sizes:
-    labels = assignments.column("cluster_id").to_numpy(zero_copy_only=False)
-    labels = labels[~np.isnan(labels)] if labels.dtype.kind == "f" else labels
-    ids, counts = np.unique(labels.astype(np.int64), return_counts=True)
-    sizes = {int(c): int(n) for c, n in zip(ids, counts) if c >= 0}
-    noise = int(counts[ids == -1].sum()) if len(ids) else 0
-    return Sizes(int(len(labels)), noise, sizes)
