@@ -1,0 +1,162 @@
+"""LLM labeling inside Dagster, end to end: a definition's group materialized against a fake provider."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.compute as pc
+import pytest
+
+from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
+from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
+    KEY, Status, documents, no_llm_environment, openai_server,
+)
+
+pytestmark = pytest.mark.usefixtures("no_llm_environment")
+GROUP = "products_llm"
+SHAPE = {"sentiment": "positive | negative | neutral"}
+
+
+def write_products_definition(folder: Path, base_url: str, **llm) -> None:
+    write_definition(folder, {
+        "cluster_name": GROUP,
+        "source_collection_ids": ["products"],
+        "feature_addresses": ["mixpeek://text_extractor@v1/text_embedding"],
+        "algorithm": "kmeans",
+        "algorithm_config": {"num_clusters": 8},
+        "dimension_reduction": {"method": "pca", "components": 2},
+        "llm_labeling": {
+            "provider": "openai_chat_v1", "model_name": "fake-model", "base_url": base_url,
+            "labeling_inputs": {"input_mappings": [
+                {"input_key": "text", "source_type": "payload", "path": "title"},
+                {"input_key": "text", "source_type": "payload", "path": "metadata.department"},
+            ]},
+            "response_shape": SHAPE, "max_samples_per_cluster": 4, **llm,
+        },
+        "enrichment": {"fields": ["label", "summary", "keywords", "confidence", "sentiment"]},
+    })
+
+
+def labels_metadata(instance: dg.DagsterInstance) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey([GROUP, "labels"]))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def run_log_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(dg.serialize_value(record) for record in instance.all_logs(run_id))
+
+
+def files_containing(folder: Path, needle: bytes) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_group_materializes_with_llm_labels_end_to_end(openai_server, demo_storage, definitions_dir, dagster_home,
+                                                       monkeypatch, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    write_products_definition(definitions_dir, openai_server.base_url)
+    instance = dg.DagsterInstance.get()
+    result = materialize_group(definitions_dir, GROUP, instance)
+    assert result.success
+
+    # What was sent: one request per cluster, the mapped fields of its most central documents, in order.
+    requests = openai_server.completions()
+    assert len(requests) == 8
+    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    assert labels.column("labeling_source").to_pylist() == ["llm"] * 8
+    products = demo_storage.collection_dataset("products").to_table(columns=["document_id", "title", "metadata"])
+    by_id = {r["document_id"]: r for r in products.to_pylist()}
+    sent = {tuple(documents(r.body)) for r in requests}
+    for reps in labels.column("representative_ids").to_pylist():
+        assert 1 <= len(reps) <= 4
+        expected = tuple(f"{by_id[i]['title']}\n{by_id[i]['metadata']['department']}" for i in reps)
+        assert expected in sent  # the central documents, nearest first, title then department
+
+    # The answers: labels, the response_shape column in labels, the run's centroids artifact and the enriched copy.
+    assert all(label.startswith("About ") for label in labels.column("label").to_pylist())
+    assert set(labels.column("sentiment").to_pylist()) <= set(SHAPE["sentiment"].split(" | "))
+    centroids = demo_storage.read_table("artifacts", GROUP, result.run_id, "centroids.parquet")
+    assert centroids.column("sentiment").to_pylist() == [
+        dict(zip(labels.column("cluster_id").to_pylist(), labels.column("sentiment").to_pylist()))[c]
+        for c in centroids.column("cluster_id").to_pylist()]
+    enriched = demo_storage.collection_dataset("products_enriched").to_table()
+    assert {"label", "sentiment", "confidence"} <= set(enriched.column_names)
+    assert pc.all(pc.is_valid(enriched.column("sentiment"))).as_py()
+    assert pc.unique(enriched.column("confidence")).to_pylist() == [pytest.approx(0.9)]
+
+    meta = labels_metadata(instance)
+    assert meta["labeling_source"] == "llm" and meta["llm_calls"] == 8 and meta["fallbacks"] == 0
+    assert (meta["cache_hits"], meta["cache_misses"]) == (0, 8)
+    assert meta["input_tokens"] > 0 and meta["output_tokens"] > 0 and meta["labeling_wall_s"] > 0
+
+    # A second run: every cluster from the cache, no call.
+    again = materialize_group(definitions_dir, GROUP, instance)
+    assert again.success and len(openai_server.completions()) == 8
+    meta = labels_metadata(instance)
+    assert (meta["cache_hits"], meta["cache_misses"], meta["llm_calls"]) == (8, 0, 0)
+
+    # The key is nowhere: logs, the event log, metadata, artifacts, the cache, the instance's files.
+    needle = KEY.encode()
+    assert KEY not in caplog.text
+    assert KEY not in run_log_text(instance, result.run_id) + run_log_text(instance, again.run_id)
+    assert files_containing(Path(demo_storage.root), needle) == []
+    assert files_containing(dagster_home, needle) == []
+
+
+def test_without_a_key_the_run_succeeds_with_data_labels_and_says_why(openai_server, demo_storage, definitions_dir):
+    write_products_definition(definitions_dir, openai_server.base_url)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_group(definitions_dir, GROUP, instance)
+    assert result.success and openai_server.requests == []
+    meta = labels_metadata(instance)
+    assert meta["labeling_source"] == "fallback" and "OPENAI_API_KEY" in meta["fallback_reason"]
+    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    assert labels.column("labeling_source").to_pylist() == ["fallback"] * 8
+    assert labels.column("sentiment").null_count == 8  # the shape's column exists, empty
+    assert all(label for label in labels.column("label").to_pylist())  # data labels from keywords
+    warnings = [r.user_message for r in instance.all_logs(result.run_id)
+                if r.level == logging.WARNING and "fall back" in r.user_message]
+    assert len(warnings) == 1 and "OPENAI_API_KEY" in warnings[0]
+    enriched = demo_storage.collection_dataset("products_enriched").to_table()
+    assert "sentiment" in enriched.column_names and enriched.column("sentiment").null_count == enriched.num_rows
+
+
+def test_a_refused_key_quoted_by_the_provider_never_reaches_dagster(openai_server, demo_storage, definitions_dir,
+                                                                     dagster_home, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    openai_server.queue(Status(401, f"Incorrect API key provided: {KEY}"))
+    write_products_definition(definitions_dir, openai_server.base_url, max_concurrency=1)
+    instance = dg.DagsterInstance.get()
+    result = materialize_group(definitions_dir, GROUP, instance)
+    assert result.success and len(openai_server.completions()) == 1
+    meta = labels_metadata(instance)
+    assert meta["labeling_source"] == "fallback" and "HTTP 401" in meta["fallback_reason"]
+    assert KEY not in caplog.text and KEY not in run_log_text(instance, result.run_id)
+    assert files_containing(Path(demo_storage.root), KEY.encode()) == []
+    assert files_containing(dagster_home, KEY.encode()) == []
+
+
+def test_dagster_cli_materializes_the_labels_with_the_key_from_the_environment(
+        openai_server, demo_storage, definitions_dir, dagster_home):
+    write_products_definition(definitions_dir, openai_server.base_url)
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "DAGSTER_HOME": str(dagster_home),
+           "CLUSTER_ASSETS_DEFINITIONS_DIR": str(definitions_dir), "CLUSTER_ASSETS_STORAGE": demo_storage.root}
+    dagster = Path(sys.executable).parent / "dagster"
+    done = subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "cluster_assets.definitions", "--select", f"group:{GROUP}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert len(openai_server.completions()) == 8
+    assert KEY not in output
+    meta = labels_metadata(dg.DagsterInstance.get())  # the run the CLI recorded in DAGSTER_HOME
+    assert meta["labeling_source"] == "llm" and meta["llm_calls"] == 8
+    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    assert labels.column("labeling_source").to_pylist() == ["llm"] * 8
+    assert files_containing(dagster_home, KEY.encode()) == []
