@@ -1,0 +1,126 @@
+"""The Dagster UI, looked at as a person would: real headless Chromium against a real webserver.
+
+Debian's chromium (``apt-get install chromium``, done by .ci/run) is driven by
+Playwright for Python; Playwright's own browser download is never used. Without
+the browser or Playwright the test is skipped, saying why. Screenshots land in
+``test-artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from cluster_assets.factory import STAGES
+from cluster_assets.storage import Storage
+from cluster_assets_tests.conftest import REPO, write_definition
+from cluster_assets_tests.small import definition, write_blobs
+from cluster_assets_tests.webserver import LOCATION, running_webserver
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO / "test-artifacts"
+TIMEOUT_MS = 60_000
+
+
+def _browser_or_skip():
+    if not CHROMIUM.exists() and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); the UI test needs a real browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright (the test extra) is not installed")
+    return sync_playwright, str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    sync_playwright, executable = _browser_or_skip()
+    root = tmp_path_factory.mktemp("ui")
+    storage_root = str(root / "storage")
+    write_blobs(Storage(storage_root))
+    folder = root / "clusters"
+    folder.mkdir()
+    write_definition(folder, definition(
+        triggers=[{"type": "cron", "cron": "0 3 * * *", "timezone": "Europe/Paris", "name": "nightly"},
+                  {"type": "event", "name": "on_arrival", "min_new_documents": 10}],
+    ))
+    with running_webserver(root, folder, storage_root) as server:
+        client = DagsterGraphQLClient(server.host, port_number=server.port)
+        run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
+                                             asset_selection=[["blobs", stage] for stage in STAGES])
+        deadline = time.monotonic() + 300
+        while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+            assert time.monotonic() < deadline, "the run did not finish"
+            time.sleep(1)
+        assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            yield server, page, run_id
+            browser.close()
+
+
+def visit(page, url: str) -> None:
+    page.goto(url)
+    skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
+    try:
+        skip.wait_for(state="visible", timeout=5_000)
+        skip.click()
+    except Exception:  # noqa: BLE001 - the dialog shows only once
+        pass
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"ui-{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size > 10_000  # a real rendering, not a blank page
+    return path
+
+
+def test_asset_graph_of_the_definition(finished_run):
+    server, page, _ = finished_run
+    visit(page, f"{server.url}/locations/{LOCATION}/asset-groups/blobs")
+    page.get_by_text("Asset Group in").first.wait_for()
+    for stage in ("sample", "embeddings", "assignments", "labels", "reduced_coords"):
+        page.get_by_text(stage, exact=True).first.wait_for(state="visible")
+    page.get_by_text("enrich…_collection").or_(page.get_by_text("enriched_collection")).first.wait_for()
+    page.get_by_text("points", exact=True).first.wait_for()  # the source collection, upstream
+    shot(page, "asset-graph")
+
+
+def test_schedules_and_sensors_of_the_definition(finished_run):
+    server, page, _ = finished_run
+    visit(page, f"{server.url}/automation")
+    page.get_by_text("blobs__nightly").first.wait_for(state="visible")
+    page.get_by_text("blobs__on_arrival").first.wait_for(state="visible")
+    body = page.inner_text("body")
+    assert "Standard sensor" in body
+    assert "03:00" in body  # the cron schedule, shown in its timezone
+    shot(page, "automation")
+
+
+def test_finished_run_with_its_metadata(finished_run):
+    server, page, run_id = finished_run
+    visit(page, f"{server.url}/runs/{run_id}")
+    page.get_by_text("RUN_SUCCESS").first.wait_for(state="visible")
+    page.get_by_text("num_clusters").first.wait_for()
+    body = page.inner_text("body")
+    assert run_id[:8] in body and "Success" in body
+    assert "members_artifact" in body or "centroids_artifact" in body
+    shot(page, "run")
+
+    visit(page, f"{server.url}/assets/blobs/assignments")
+    page.get_by_text("num_clusters").first.wait_for(state="visible")
+    page.get_by_text("Latest check results").first.wait_for()
+    body = page.inner_text("body")
+    assert "silhouette_sample" in body and "kmeans" in body
+    shot(page, "asset-metadata")
