@@ -1,0 +1,161 @@
+"""The filesystem layer on a local root: collections, atomic writes, failures and kills mid-write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cluster_assets.storage import STAGING_PREFIX, CollectionError, Storage
+
+
+def documents(start: int, count: int, tag: str = "v1") -> pa.Table:
+    return pa.table({
+        "document_id": [f"d{i}" for i in range(start, start + count)],
+        "text": [f"{tag} text {i}" for i in range(start, start + count)],
+        "vector": pa.array([[float(i), 1.0] for i in range(start, start + count)], pa.list_(pa.float32())),
+    })
+
+
+def test_collection_round_trip(storage):
+    table = documents(0, 10)
+    assert storage.write_collection("articles", table.schema, [table.slice(0, 4), table.slice(4)]) == 10
+    assert storage.list_collections() == ["articles"]
+    assert storage.collection_exists("articles") and not storage.collection_exists("other")
+    read = pa.Table.from_batches(list(storage.iter_collection("articles")))
+    assert read.equals(table)
+    assert storage.uri("collections", "articles") == str(Path(storage.root).resolve() / "collections" / "articles")
+    assert [Path(p).name for p in storage.collection_files("articles")] == ["part-0.parquet"]
+
+
+def test_columns_are_selected_and_a_missing_one_is_named(storage):
+    table = documents(0, 3)
+    storage.write_collection("articles", table.schema, [table])
+    batches = list(storage.iter_collection("articles", ["document_id"]))
+    assert batches[0].schema.names == ["document_id"]
+    with pytest.raises(CollectionError, match=r"collection 'articles' has no column 'embedding'; columns: document_id, text"):
+        list(storage.iter_collection("articles", ["document_id", "embedding"]))
+
+
+def test_a_missing_collection_is_named_with_its_place(storage):
+    with pytest.raises(CollectionError) as caught:
+        storage.collection_dataset("nowhere")
+    assert "collection 'nowhere' not found" in str(caught.value)
+    assert str(Path(storage.root).resolve() / "collections" / "nowhere") in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", "/etc", ""])
+def test_collection_ids_with_path_characters_never_touch_the_disk(storage, bad):
+    with pytest.raises(ValueError, match="collection id"):
+        storage.write_collection(bad, documents(0, 1).schema, [documents(0, 1)])
+    with pytest.raises(ValueError, match="collection id"):
+        storage.collection_files(bad)
+    assert not (Path(storage.root).parent / "x").exists()
+
+
+def test_a_collection_written_by_another_tool_in_several_files_is_read_whole(storage):
+    folder = Path(storage.root) / "collections" / "multi"
+    folder.mkdir(parents=True)
+    pq.write_table(documents(0, 5), folder / "a.parquet")
+    pq.write_table(documents(5, 5), folder / "b.parquet")
+    (folder / "_SUCCESS").write_text("")
+    assert storage.collection_dataset("multi").count_rows() == 10
+    # rewriting it through the storage layer leaves one file, with the new content only
+    storage.write_collection("multi", documents(0, 3).schema, [documents(0, 3, "v2")])
+    assert [Path(p).name for p in storage.collection_files("multi")] == ["part-0.parquet"]
+    assert storage.collection_dataset("multi").to_table().equals(documents(0, 3, "v2"))
+
+
+def test_fingerprint_changes_when_the_collection_is_rewritten(storage):
+    storage.write_collection("c", documents(0, 3).schema, [documents(0, 3)])
+    before = storage.collection_fingerprint("c")
+    time.sleep(0.01)
+    storage.write_collection("c", documents(0, 4).schema, [documents(0, 4)])
+    assert storage.collection_fingerprint("c") != before
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_collection_whole(storage):
+    previous = documents(0, 20)
+    storage.write_collection("target", previous.schema, [previous])
+    before = (Path(storage.root) / "collections" / "target" / "part-0.parquet").read_bytes()
+
+    def failing():
+        yield documents(0, 10, "v2")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        storage.write_collection("target", previous.schema, failing())
+    folder = Path(storage.root) / "collections" / "target"
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]  # the staging file is gone
+    assert (folder / "part-0.parquet").read_bytes() == before
+    assert storage.collection_dataset("target").to_table().equals(previous)
+
+
+def test_a_write_killed_midway_leaves_the_previous_collection_whole(storage, tmp_path):
+    previous = documents(0, 20)
+    storage.write_collection("target", previous.schema, [previous])
+    folder = Path(storage.root) / "collections" / "target"
+    before = (folder / "part-0.parquet").read_bytes()
+    started = tmp_path / "started"
+    script = textwrap.dedent(f"""
+        import time
+        import pyarrow as pa
+        from cluster_assets.storage import Storage
+
+        def batches():
+            for start in range(0, 10**9, 1000):
+                yield pa.table({{
+                    "document_id": [f"d{{i}}" for i in range(start, start + 1000)],
+                    "text": ["v2"] * 1000,
+                    "vector": pa.array([[1.0, 2.0]] * 1000, pa.list_(pa.float32())),
+                }})
+                if start == 3000:
+                    open({str(started)!r}, "w").close()
+                    time.sleep(600)
+
+        schema = next(batches()).schema
+        Storage({storage.root!r}).write_collection("target", schema, batches())
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert writer.poll() is None, "the writer ended before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        staging = [p for p in folder.iterdir() if p.name.startswith(STAGING_PREFIX)]
+        assert staging and staging[0].stat().st_size > 0  # the kill lands mid-write
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    assert (folder / "part-0.parquet").read_bytes() == before
+    # the leftover staging file is invisible to readers
+    assert [Path(p).name for p in storage.collection_files("target")] == ["part-0.parquet"]
+    assert storage.collection_dataset("target").to_table().equals(previous)
+    assert storage.list_collections() == ["target"]
+    # and the next write succeeds over it
+    storage.write_collection("target", previous.schema, [documents(0, 5, "v3")])
+    assert storage.collection_dataset("target").count_rows() == 5
+
+
+def test_atomic_output_of_any_file(storage):
+    storage.write_bytes(b"first", "assets", "x", "model.pkl")
+    with pytest.raises(KeyError):
+        with storage.atomic_output("assets", "x", "model.pkl") as stream:
+            stream.write(b"half")
+            raise KeyError("stop")
+    assert storage.read_bytes("assets", "x", "model.pkl") == b"first"
+    assert storage.list_dir("assets", "x") == ["model.pkl"]
+    assert storage.exists("assets", "x", "model.pkl") and not storage.exists("assets", "x", "other")
