@@ -7,6 +7,7 @@ call so that every closure sees its own definition.
 
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 
 import dagster as dg
@@ -23,7 +24,8 @@ DESCRIPTIONS = {
     "sample": "Checks document ids and picks the seeded sample the models are fitted on.",
     "embeddings": "Resolves the feature addresses into one validated float32 matrix for every document.",
     "assignments": "Fits {algorithm} on the sample and assigns every document to a cluster (-1 = noise).",
-    "reduced_coords": "Map coordinates (UMAP/PCA) for every document; writes the run's members.parquet.",
+    "reduced_coords": "Map coordinates (UMAP/PCA) for every document; writes the run's members.parquet and "
+                      "its map (a PNG shown here, map.png and the interactive map.html beside the artifacts).",
     "labels": "Names every cluster (label, summary, keywords); writes the run's centroids.parquet.",
     "enriched_collection": "Writes the source documents with cluster_id and label fields to {targets}.",
 }
@@ -75,9 +77,10 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         "sample": [collection_key(c) for c in spec.source_collection_ids],
         "embeddings": [keys["sample"]],
         "assignments": [keys["embeddings"]],
-        "reduced_coords": [keys["assignments"]],
+        # the map drawn with reduced_coords carries the labels: they come first
+        "reduced_coords": [keys["assignments"], keys["labels"]],
         "labels": [keys["assignments"]],
-        "enriched_collection": [keys["labels"]],
+        "enriched_collection": [keys["labels"]] + ([taxonomy_key(spec.taxonomy.name)] if spec.taxonomy else []),
     }
     tags = {"cluster_assets/cluster": spec.group_name}
     details = {
@@ -136,5 +139,35 @@ def build_definitions(loaded: Sequence[LoadedDefinition]) -> tuple[list, list[dg
         assets.extend(build_cluster_assets(item.spec, str(item.path)))
         for cid in item.spec.source_collection_ids:
             collections.setdefault(cid, collection_spec(cid))
-    return assets, list(collections.values())
+    return assets, list(collections.values()) + taxonomy_specs(loaded)
+
+
+def taxonomy_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["taxonomies", name])
+
+
+def taxonomy_specs(loaded: Sequence[LoadedDefinition]) -> list[dg.AssetSpec]:
+    """``taxonomies/<name>``: every taxonomy in storage or named by a definition, downstream of the labels
+    of the clusters promoted into it (``cluster-assets taxonomy promote`` records its materializations)."""
+    from cluster_assets.resources import default_storage_root
+    from cluster_assets.taxonomy import stored_taxonomy_sources
+
+    names = {item.spec.taxonomy.name for item in loaded if item.spec.taxonomy}
+    try:
+        stored = stored_taxonomy_sources(Storage(default_storage_root()))
+    except Exception as exc:  # an unreachable storage must not stop the code location from loading
+        logging.getLogger("cluster_assets").warning("taxonomies not listed: %s", exc)
+        stored = {}
+    defined = {item.spec.cluster_name for item in loaded}
+    return [
+        dg.AssetSpec(
+            key=taxonomy_key(name),
+            deps=[dg.AssetKey([c, "labels"]) for c in stored.get(name, []) if c in defined],
+            description=f"Taxonomy {name!r}: clusters promoted to lasting nodes under <storage>/taxonomies/{name}/. "
+                        "Updated by `cluster-assets taxonomy promote`.",
+            group_name="taxonomies",
+            kinds={"parquet"},
+        )
+        for name in sorted(names | set(stored))
+    ]
 

@@ -25,7 +25,6 @@ from cluster_assets.cluster_map import cluster_colours
 
 MAX_POINTS = 50_000
 SNIPPET_CHARS = 160
-MAP_HTML = "map.html"
 
 
 @dataclass
@@ -110,9 +109,43 @@ def _text_of(value) -> str:
     return ""
 
 
+def _clusters_of(table: pa.Table, counts: dict[int, int] | None = None) -> list[ClusterInfo]:
+    wanted = [c for c in ("cluster_id", "count", "label", "keywords", "cluster_path") if c in table.column_names]
+    out = []
+    for row in table.select(wanted).to_pylist():
+        c = int(row["cluster_id"])
+        out.append(ClusterInfo(c, row.get("label") or f"Cluster {c}",
+                               int((counts or {}).get(c, row.get("count") or 0)),
+                               list(row.get("keywords") or []), list(row.get("cluster_path") or [])))
+    return out
+
+
+def current_clusters(storage, spec) -> tuple[list[ClusterInfo], str | None]:
+    """The clusters of the latest assignments with their labels, if the labels are as recent; else numbered.
+
+    Returns the clusters and, when labels are missing or older than the clusters, a note saying so.
+    """
+    from cluster_assets.stages import layout
+
+    clusters = storage.read_table(*layout.asset_parts(spec, layout.CLUSTERS), columns=["cluster_id", "count"])
+    counts = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist()))
+    numbered = [ClusterInfo(c, f"Cluster {c}", n) for c, n in counts.items()]
+    labels_parts = layout.asset_parts(spec, layout.LABELS)
+    if not storage.exists(*labels_parts):
+        return numbered, "no labels yet: clusters are shown by number"
+    infos = storage.fs.get_file_info([storage.path(*labels_parts),
+                                      storage.path(*layout.asset_parts(spec, layout.CLUSTERS))])
+    labels = storage.read_table(*labels_parts)
+    if (infos[0].mtime and infos[1].mtime and infos[0].mtime < infos[1].mtime) or \
+            set(labels.column("cluster_id").to_pylist()) != set(counts):
+        return numbered, "labels are older than the clusters: shown by number until labels are materialized"
+    return _clusters_of(labels, counts), None
+
+
 def run_map_data(storage, spec, run_id: str, max_points: int = MAX_POINTS, seed: int = 0,
-                 snippet_chars: int = SNIPPET_CHARS) -> MapData:
-    """One run's map: its members artifact, the labels of its centroids artifact, document snippets."""
+                 snippet_chars: int = SNIPPET_CHARS, clusters: list[ClusterInfo] | None = None) -> MapData:
+    """One run's map: its members artifact, the labels of its centroids artifact (or ``clusters``),
+    and document snippets."""
     from cluster_assets.features import parse_address
     from cluster_assets.stages import layout
     from cluster_assets.stages.label import payload_rows, text_columns
@@ -124,17 +157,12 @@ def run_map_data(storage, spec, run_id: str, max_points: int = MAX_POINTS, seed:
     coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
     labels = members.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
     ids = members.column("document_id").to_pylist()
-    clusters: list[ClusterInfo] = []
     notes: list[str] = []
     centroid_parts = layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT)
-    if storage.exists(*centroid_parts):
-        wanted = ["cluster_id", "count", "label", "keywords", "cluster_path"]
-        table = storage.read_table(*centroid_parts)
-        table = table.select([c for c in wanted if c in table.column_names])
-        for row in table.to_pylist():
-            clusters.append(ClusterInfo(int(row["cluster_id"]), row.get("label") or f"Cluster {row['cluster_id']}",
-                                        int(row.get("count") or 0), list(row.get("keywords") or []),
-                                        list(row.get("cluster_path") or [])))
+    if clusters is not None:
+        pass
+    elif storage.exists(*centroid_parts):
+        clusters = _clusters_of(storage.read_table(*centroid_parts))
     else:
         notes.append("this run has no labels yet: clusters are shown by number")
         found, counts = np.unique(labels[labels >= 0], return_counts=True)
@@ -150,12 +178,14 @@ def run_map_data(storage, spec, run_id: str, max_points: int = MAX_POINTS, seed:
                    total_points=total, notes=notes)
 
 
-def write_run_map(storage, spec, run_id: str, max_points: int = MAX_POINTS) -> str:
+def write_run_map(storage, spec, run_id: str, max_points: int = MAX_POINTS,
+                  clusters: list[ClusterInfo] | None = None, notes: Sequence[str] = ()) -> str:
     """Write ``artifacts/<cluster>/<run_id>/map.html`` and return its URI."""
     from cluster_assets.stages import layout
 
-    data = run_map_data(storage, spec, run_id, max_points)
-    return storage.write_bytes(render_html(data).encode("utf-8"), *layout.artifact_parts(spec, run_id, MAP_HTML))
+    data = run_map_data(storage, spec, run_id, max_points, clusters=clusters)
+    data.notes.extend(notes)
+    return storage.write_bytes(render_html(data).encode("utf-8"), *layout.artifact_parts(spec, run_id, layout.MAP_HTML_ARTIFACT))
 
 
 TEMPLATE = r"""<!doctype html>

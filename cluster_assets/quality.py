@@ -49,11 +49,12 @@ class ClusterStats:
         if not len(labels):
             return self
         clusters, inverse = np.unique(labels, return_inverse=True)
-        onehot = sparse.csr_matrix((np.ones(len(labels)), (inverse, np.arange(len(labels)))),
+        # float32 products per batch (a million rows of embeddings stream through here), float64 totals
+        onehot = sparse.csr_matrix((np.ones(len(labels), np.float32), (inverse, np.arange(len(labels)))),
                                    shape=(len(clusters), len(labels)))
-        X64 = np.asarray(X, dtype=np.float64)
-        sums = np.asarray(onehot @ X64)
-        units = np.asarray(onehot @ unit_rows(X64))
+        X32 = np.asarray(X, dtype=np.float32)
+        sums = np.asarray(onehot @ X32, dtype=np.float64)
+        units = np.asarray(onehot @ unit_rows(X32), dtype=np.float64)
         per = np.diff(onehot.indptr)
         for row, c in enumerate(clusters.tolist()):
             self.counts[c] = self.counts.get(c, 0) + int(per[row])

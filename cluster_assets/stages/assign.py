@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pyarrow as pa
 
-from cluster_assets import algorithms
+from cluster_assets import algorithms, hierarchy, quality
 from cluster_assets.algorithms import ClusterModel
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
@@ -29,21 +29,14 @@ def fit_model(spec: ClusterDefinition, X: np.ndarray) -> ClusterModel:
 
 def silhouette_on_sample(X: np.ndarray, labels: np.ndarray, seed: int) -> float | None:
     """Silhouette of the fitted sample (noise left out), on at most 5k points."""
-    from sklearn.metrics import silhouette_score
-
-    keep = labels >= 0
-    X, labels = X[keep], labels[keep]
-    if len(np.unique(labels)) < 2 or len(np.unique(labels)) >= len(labels):
-        return None
-    size = min(SILHOUETTE_SAMPLE, len(labels))
-    return float(silhouette_score(X, labels, sample_size=size, random_state=seed))
+    return quality.silhouette(X, labels, seed, SILHOUETTE_SAMPLE)
 
 
 def stream_assign(storage, spec, model: ClusterModel, dim: int):
     """Yield assignment tables batch by batch, accumulating per-cluster sums and counts."""
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
-    state = {"sums": sums, "counts": counts}
+    state = {"sums": sums, "counts": counts, "stats": quality.ClusterStats()}
 
     def batches():
         from scipy import sparse
@@ -55,6 +48,7 @@ def stream_assign(storage, spec, model: ClusterModel, dim: int):
             onehot = sparse.csr_matrix((np.ones(len(labels), np.float32), (inverse, np.arange(len(labels)))),
                                        shape=(len(clusters), len(labels)))
             batch_sums = np.asarray(onehot @ X, dtype=np.float64)
+            state["stats"].update(X, labels)  # unit-vector sums: cohesion over every document
             for row, c in enumerate(clusters.tolist()):
                 sums[c] = sums.get(c, np.zeros(dim)) + batch_sums[row]
                 counts[c] = counts.get(c, 0) + int(onehot.indptr[row + 1] - onehot.indptr[row])
@@ -92,9 +86,15 @@ def run_assignments(storage, spec: ClusterDefinition) -> StageResult:
             "count": pa.array([counts[c] for c in cluster_ids], pa.int64()),
             "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.reshape(-1)), X.shape[1]),
         })
+        with timed(result, "quality_s"):
+            readout = quality.assess(state["stats"], X, model.labels_, layout.seed(spec), SILHOUETTE_SAMPLE)
+            silhouette = readout.silhouette
+        for name, column in readout.columns().items():
+            clusters = clusters.append_column(name, column)
+        if spec.hierarchical:
+            with timed(result, "hierarchy_s"):
+                clusters = add_hierarchy(storage, spec, model, clusters, centroids, result)
         storage.write_table(clusters, *layout.asset_parts(spec, layout.CLUSTERS))
-        with timed(result, "silhouette_s"):
-            silhouette = silhouette_on_sample(X, model.labels_, layout.seed(spec))
     noise = counts.get(-1, 0)
     sizes = sorted((counts[c] for c in cluster_ids), reverse=True)
     result.row_count = rows
@@ -112,6 +112,29 @@ def run_assignments(storage, spec: ClusterDefinition) -> StageResult:
     })
     if silhouette is not None:
         result.metadata["silhouette_sample"] = round(silhouette, 4)
+    result.metadata.update(readout.metadata())
+    result.markdown["cluster_quality"] = readout.markdown()
     if not cluster_ids:
         result.warnings.append("every document is noise: loosen the algorithm's parameters")
     return result
+
+
+def add_hierarchy(storage, spec: ClusterDefinition, model: ClusterModel, clusters: pa.Table,
+                  centroids: np.ndarray, result: StageResult) -> pa.Table:
+    """Group the clusters into a tree (``hierarchical: true``): parent_id and level columns, and the nodes file."""
+    options = spec.hierarchy
+    tree = hierarchy.cluster_hierarchy(
+        clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist(), centroids,
+        algorithm=spec.algorithm, estimator=getattr(model, "estimator_", None), point_labels=model.labels_,
+        levels=options.levels, branching=options.branching, top_nodes=options.top_nodes, linkage=options.linkage)
+    storage.write_table(tree.to_table(), *layout.asset_parts(spec, layout.HIERARCHY))
+    parent = tree.parent_of()
+    level = dict(zip(tree.node_id.tolist(), tree.level.tolist()))
+    ids = clusters.column("cluster_id").to_pylist()
+    result.metadata.update({
+        "hierarchy_levels": tree.depth,
+        "hierarchy_nodes_per_level": [int((tree.level == i).sum()) for i in range(tree.depth)],
+        "hierarchy_source": tree.source,
+    })
+    return (clusters.append_column("parent_id", pa.array([parent[c] for c in ids], pa.int32()))
+            .append_column("level", pa.array([level[c] for c in ids], pa.int16())))

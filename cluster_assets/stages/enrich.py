@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
-from cluster_assets.stages.embed import BATCH
+from cluster_assets.stages.embed import BATCH, read_matrix
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.stages.sample import ID
 
@@ -41,6 +41,7 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
         lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)  # cluster id -> label row; -1 row = noise
         lookup[label_ids] = np.arange(len(label_ids))
         representatives = {i for ids in labels.column("representative_ids").to_pylist() for i in ids}
+        taxonomy = classify_documents(storage, spec) if spec.taxonomy else None
         targets = spec.target_collection_ids()
         written: dict[str, int] = {}
         unassigned = 0
@@ -74,6 +75,9 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
                             else:
                                 values = labels.column(name).take(take)
                             table = _set(table, name, values)
+                        if taxonomy is not None:
+                            for name, values in taxonomy.columns(rows, found).items():
+                                table = _set(table, name, values)
                         yield table
 
             iterator = batches()
@@ -95,6 +99,8 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
         "fields": ["cluster_id", *fields],
         "unassigned_documents": unassigned,
     })
+    if taxonomy is not None:
+        result.metadata.update(taxonomy.metadata())
     if replaced:
         result.warnings.append(f"the source already had columns {sorted(replaced)}: the enriched copy replaces them")
         result.metadata["replaced_columns"] = sorted(replaced)
@@ -108,3 +114,13 @@ def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, values)
     return table.append_column(name, values)
+
+
+def classify_documents(storage, spec: ClusterDefinition):
+    """The definition's taxonomy node of every document (nearest node centroid above the threshold)."""
+    from cluster_assets.taxonomy import Classifier, DocumentClasses, load_taxonomy
+
+    classifier = Classifier(load_taxonomy(storage, spec.taxonomy.name), spec.taxonomy.similarity_threshold)
+    matrices = (read_matrix(pa.Table.from_batches([b]))
+                for b in storage.iter_batches(*layout.asset_parts(spec, layout.EMBEDDINGS), batch_size=BATCH))
+    return DocumentClasses(classifier, matrices)

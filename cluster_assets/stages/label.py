@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster_assets import hierarchy
 from cluster_assets import keywords as kw
 from cluster_assets.features import parse_address
 from cluster_assets.labeling import ClusterEvidence, Labeler, choose_labeler
@@ -73,7 +74,7 @@ def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler |
         clusters = storage.read_table(*layout.asset_parts(spec, layout.CLUSTERS))
         cluster_ids = clusters.column("cluster_id").to_pylist()
         counts = dict(zip(cluster_ids, clusters.column("count").to_pylist()))
-        centroid_matrix = read_matrix(clusters.rename_columns(["cluster_id", "count", "vector"]))
+        centroid_matrix = read_matrix(clusters.select(["centroid"]).rename_columns(["vector"]))
         centroids = {c: centroid_matrix[i] for i, c in enumerate(cluster_ids)}
 
         features = {parse_address(a) for a in spec.feature_addresses}
@@ -98,6 +99,12 @@ def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler |
         with timed(result, "labeling_s"):
             outcome = labeler.label(evidence)
         table = labels_table(outcome.labels, outcome.source, outcome.extra_types)
+        paths = {l.cluster_id: [l.label] for l in outcome.labels}
+        if spec.hierarchical and storage.exists(*layout.asset_parts(spec, layout.HIERARCHY)):
+            with timed(result, "parent_labeling_s"):
+                paths = label_hierarchy(storage, spec, run_id, labeler, outcome.labels, texts, labels, result)
+        table = table.append_column("cluster_path", pa.array(
+            [paths.get(c, []) for c in table.column("cluster_id").to_pylist()], pa.list_(pa.string())))
         storage.write_table(table, *layout.asset_parts(spec, layout.LABELS))
         artifact = centroids_artifact(clusters, table)
         uri = storage.write_table(artifact, *layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT))
@@ -133,7 +140,9 @@ def centroids_artifact(clusters: pa.Table, labels: pa.Table) -> pa.Table:
     """One row per cluster: the centroid and count of ``clusters`` with the label columns beside them."""
     row_of = {c: i for i, c in enumerate(labels.column("cluster_id").to_pylist())}
     take = pa.array([row_of.get(c) for c in clusters.column("cluster_id").to_pylist()], pa.int64())
-    table = clusters.select(["cluster_id", "centroid", "count"])
+    # quality (cohesion, separation, nearest_cluster_id) and hierarchy (parent_id, level) when the run has them
+    extra = [c for c in ("parent_id", "level", "cohesion", "separation", "nearest_cluster_id") if c in clusters.column_names]
+    table = clusters.select(["cluster_id", "centroid", "count", *extra])
     for name in labels.column_names:
         if name != "cluster_id":
             table = table.append_column(name, labels.column(name).take(take))
@@ -146,3 +155,48 @@ def labels_markdown(labels: list[kw.ClusterLabel], counts: dict[int, int]) -> st
         label = l.label.replace("|", "/")
         rows.append(f"| {l.cluster_id} | {counts.get(l.cluster_id, 0)} | {label} | {', '.join(l.keywords[:6])} |")
     return "\n".join(rows)
+
+
+def label_hierarchy(storage, spec: ClusterDefinition, run_id: str, labeler, leaf_labels: list[kw.ClusterLabel],
+                    texts: list[str], sample_leaf: np.ndarray, result: StageResult) -> dict[int, list[str]]:
+    """Name the parents of the cluster tree, write the run's hierarchy artifact; each cluster's path of labels.
+
+    A labeler with a ``label_parents(list[ParentEvidence])`` method (an LLM labeler) names the
+    parents from their children's labels and keywords; otherwise, and on any failure, the data do.
+    """
+    tree = hierarchy.ClusterTree.from_table(storage.read_table(*layout.asset_parts(spec, layout.HIERARCHY)))
+    leaves = {l.cluster_id: l for l in leaf_labels}
+    parents, meta = hierarchy.label_parents(tree, leaves, texts, sample_leaf,
+                                            hook=getattr(labeler, "label_parents", None))
+    named = {**leaves, **parents}
+    nodes = tree.to_table()
+    ids = nodes.column("node_id").to_pylist()
+    nodes = (nodes.append_column("label", pa.array([named[n].label if n in named else f"Cluster {n}" for n in ids]))
+             .append_column("summary", pa.array([named[n].summary if n in named else "" for n in ids]))
+             .append_column("keywords", pa.array([list(named[n].keywords) if n in named else [] for n in ids],
+                                                 pa.list_(pa.string()))))
+    uri = storage.write_table(nodes, *layout.artifact_parts(spec, run_id, layout.HIERARCHY_ARTIFACT))
+    result.paths["hierarchy_artifact"] = uri
+    result.metadata.update(meta)
+    result.markdown["hierarchy"] = hierarchy_markdown(tree, named)
+    return hierarchy.node_paths(tree, named)
+
+
+def hierarchy_markdown(tree: hierarchy.ClusterTree, named: dict[int, kw.ClusterLabel], limit: int = 60) -> str:
+    """The tree as a nested list, largest branches first."""
+    children = tree.children()
+    count = dict(zip(tree.node_id.tolist(), tree.count.tolist()))
+    lines: list[str] = []
+
+    def walk(node: int, depth: int) -> None:
+        if len(lines) >= limit:
+            return
+        label = named[node].label if node in named else f"Cluster {node}"
+        lines.append(f"{'  ' * depth}- **{label}** ({count.get(node, 0)} documents)" if children[node]
+                     else f"{'  ' * depth}- {label} ({count.get(node, 0)}; cluster {node})")
+        for child in sorted(children[node], key=lambda c: -count.get(c, 0)):
+            walk(child, depth + 1)
+
+    for top in sorted(tree.node_id[tree.level == 0].tolist(), key=lambda n: -count.get(n, 0)):
+        walk(top, 0)
+    return "\n".join(lines)

@@ -15,9 +15,13 @@ PREVIOUS_ASSIGNMENTS = "previous_assignments.parquet"
 CLUSTERS = "clusters.parquet"
 COORDS = "coords.parquet"
 LABELS = "labels.parquet"
+HIERARCHY = "hierarchy.parquet"  # hierarchical: true: the tree of the clusters (node_id, parent_id, level, ...)
 
 CENTROIDS_ARTIFACT = "centroids.parquet"
 MEMBERS_ARTIFACT = "members.parquet"
+HIERARCHY_ARTIFACT = "hierarchy.parquet"  # every node of the tree, parents labelled
+MAP_PNG_ARTIFACT = "map.png"
+MAP_HTML_ARTIFACT = "map.html"
 
 
 def asset_parts(spec: ClusterDefinition, name: str) -> tuple[str, ...]:
