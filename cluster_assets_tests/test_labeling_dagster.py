@@ -56,7 +56,7 @@ def files_containing(folder: Path, needle: bytes) -> list[Path]:
 
 
 def test_group_materializes_with_llm_labels_end_to_end(openai_server, demo_storage, definitions_dir, dagster_home,
-                                                       monkeypatch, caplog, tmp_path):
+                                                       monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     write_products_definition(definitions_dir, openai_server.base_url)
