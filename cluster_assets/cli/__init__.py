@@ -9,12 +9,16 @@ from cluster_assets.cli.artifacts import artifacts
 from cluster_assets.cli.collections import collections
 from cluster_assets.cli.definitions import definitions
 from cluster_assets.cli.executions import executions
+from cluster_assets.cli.map import map_command
+from cluster_assets.cli.taxonomy import taxonomy
 
 COMMANDS = [
     collections,
     definitions,
     artifacts,
     executions,
+    map_command,
+    taxonomy,
 ]
 
 
