@@ -53,6 +53,15 @@ class InputMapping(_Strict):
     path: str | None = None
     override: str | None = None
 
+    @field_validator("input_key", mode="before")
+    @classmethod
+    def _named_text_inputs(cls, value: Any) -> Any:
+        # The reference also names text inputs after their field ("title", "description"):
+        # those are text. An unknown "*_url" is a typo of a media key and stays an error.
+        if isinstance(value, str) and value not in MEDIA_INPUT_KEYS and not value.endswith("_url"):
+            return "text"
+        return value
+
     @model_validator(mode="after")
     def _needs_path_or_override(self) -> "InputMapping":
         if self.source_type == "literal" and self.override is None:
