@@ -1,0 +1,331 @@
+"""The whole graph through Dagster's own test API, on real data (scikit-learn's digits) and the demo products.
+
+One module-scoped run materializes four definitions that together cover UMAP and
+PCA in 2 and 3 components, a sample smaller than the collection, kmeans,
+agglomerative and hdbscan, the default and a named enrichment target. The tests
+then read what that run left: assets, artifacts, enriched collections, metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from cluster_assets.demo import DIGIT_NAMES, write_demo_collections
+from cluster_assets.loader import build_defs
+from cluster_assets.storage import Storage
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection")
+SAMPLED = 500
+
+DEFINITIONS = {
+    # digits_kmeans: the bundled definition, verbatim (kmeans, 10 clusters, UMAP 2-D, default target)
+    "digits_sampled": {
+        "cluster_name": "digits_sampled",
+        "source_collection_ids": ["digits"],
+        "feature_addresses": ["mixpeek://image_extractor@v1/pixels"],
+        "algorithm": "kmeans",
+        "algorithm_config": {"num_clusters": 10},
+        "sample_size": SAMPLED,
+        "dimension_reduction": {"method": "umap", "components": 3},
+        "enrichment": {"target_collection_id": "digits_by_sample", "fields": ["label"]},
+    },
+    "digits_agglomerative": {
+        "cluster_name": "digits_agglomerative",
+        "source_collection_ids": ["digits"],
+        "feature_addresses": ["pixels"],
+        "algorithm": "agglomerative",
+        "algorithm_config": {"num_clusters": 10},
+        "dimension_reduction": {"method": "pca", "components": 2},
+        "enrichment": {"target_collection_id": "digits_agglomerative",
+                       "fields": ["label", "keywords", "confidence", "representative"]},
+    },
+    # product_topics: the bundled reference-API JSON, verbatim (hdbscan, PCA 3-D, products_enriched)
+}
+GROUPS = ("digits_kmeans", "digits_sampled", "digits_agglomerative", "product_topics")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Run:
+    """What the module's materialization left behind."""
+
+    def __init__(self, root: Path, folder: Path, result: dg.ExecuteInProcessResult, sources_before, sources_after):
+        self.root = root
+        self.storage = Storage(root)
+        self.folder = folder
+        self.result = result
+        self.run_id = result.run_id
+        self.sources_before = sources_before
+        self.sources_after = sources_after
+        self.metadata: dict[str, dict] = {}
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            self.metadata[materialization.asset_key.to_user_string()] = {
+                k: v.value for k, v in materialization.metadata.items()}
+
+    def asset(self, cluster: str, name: str) -> pa.Table:
+        return self.storage.read_table("assets", cluster, name)
+
+    def artifact(self, cluster: str, name: str, run_id: str | None = None) -> pa.Table:
+        return self.storage.read_table("artifacts", cluster, run_id or self.run_id, name)
+
+    def collection(self, collection_id: str) -> pa.Table:
+        return self.storage.collection_dataset(collection_id).to_table()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    base = tmp_path_factory.mktemp("pipeline")
+    root, folder = base / "storage", base / "clusters"
+    folder.mkdir()
+    shutil.copy(REPO / "clusters" / "digits_kmeans.yaml", folder)
+    shutil.copy(REPO / "clusters" / "product_topics.json", folder)
+    for name, body in DEFINITIONS.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(body))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLUSTER_ASSETS_STORAGE", str(root))
+        env.setenv("CLUSTER_ASSETS_DEFINITIONS_DIR", str(folder))
+        for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            env.delenv(key, raising=False)
+        write_demo_collections(Storage(root))
+        before = {cid: file_hashes(root / "collections" / cid) for cid in ("digits", "products")}
+        defs = build_defs(folder)
+        result = dg.materialize(
+            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+            resources=defs.resources,
+            selection=dg.AssetSelection.groups(*GROUPS),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        after = {cid: file_hashes(root / "collections" / cid) for cid in ("digits", "products")}
+        yield Run(root, folder, result, before, after)
+
+
+# --- the Dagster graph ------------------------------------------------------------------------
+
+def test_asset_keys_groups_and_external_collections(run):
+    graph = build_defs(run.folder).resolve_asset_graph()
+    for group in GROUPS:
+        keys = {dg.AssetKey([group, stage]) for stage in STAGES}
+        assert keys <= graph.get_all_asset_keys()
+        for key in keys:
+            assert graph.get(key).group_name == group
+            assert graph.get(key).is_materializable
+    for cluster, collection in (("digits_kmeans", "digits"), ("product_topics", "products")):
+        source = dg.AssetKey(["collections", collection])
+        assert source in graph.get(dg.AssetKey([cluster, "sample"])).parent_keys
+        assert not graph.get(source).is_materializable  # external: written by someone else
+    parents = lambda stage: graph.get(dg.AssetKey(["digits_kmeans", stage])).parent_keys  # noqa: E731
+    assert dg.AssetKey(["digits_kmeans", "sample"]) in parents("embeddings")
+    assert dg.AssetKey(["digits_kmeans", "embeddings"]) in parents("assignments")
+    assert dg.AssetKey(["digits_kmeans", "assignments"]) in parents("labels")
+    assert dg.AssetKey(["digits_kmeans", "labels"]) in parents("enriched_collection")
+
+
+def test_every_asset_of_every_group_materialized_in_one_run(run):
+    assert run.result.success
+    expected = {f"{group}/{stage}" for group in GROUPS for stage in STAGES}
+    assert set(run.metadata) == expected
+
+
+def test_materialization_metadata(run):
+    m = run.metadata
+    assert m["digits_kmeans/sample"]["documents"] == 1797
+    assert m["digits_kmeans/embeddings"]["dimensions"] == 64
+    assigned = m["digits_kmeans/assignments"]
+    assert assigned["dagster/row_count"] == assigned["documents"] == 1797
+    assert assigned["num_clusters"] == 10 and len(assigned["cluster_sizes"]) == 10
+    assert sum(assigned["cluster_sizes"].values()) == 1797
+    assert assigned["noise_share"] == 0.0
+    assert 0.0 < assigned["silhouette_sample"] < 1.0
+    for group in GROUPS:
+        for stage in STAGES:
+            assert m[f"{group}/{stage}"]["duration_s"] >= 0.0
+            assert m[f"{group}/{stage}"]["peak_rss_mb"] > 0
+    # noise, where there is noise, is counted and shared out of the documents
+    topics = m["product_topics/assignments"]
+    assert topics["noise_share"] == round(topics["noise_documents"] / topics["documents"], 4)
+    # artifact paths point at this run's files
+    for group in GROUPS:
+        assert m[f"{group}/labels"]["centroids_artifact"] == str(
+            run.root / "artifacts" / group / run.run_id / "centroids.parquet")
+        assert m[f"{group}/reduced_coords"]["members_artifact"] == str(
+            run.root / "artifacts" / group / run.run_id / "members.parquet")
+        assert Path(m[f"{group}/labels"]["centroids_artifact"]).is_file()
+        assert Path(m[f"{group}/reduced_coords"]["members_artifact"]).is_file()
+    assert m["digits_kmeans/enriched_collection"]["dagster/uri"] == str(run.root / "collections" / "digits_enriched")
+
+
+# --- ground truth -----------------------------------------------------------------------------
+
+def test_kmeans_on_digits_matches_scikit_learn_against_the_true_digits(run):
+    digits = load_digits()
+    enriched = run.collection("digits_enriched").sort_by("document_id")
+    ours = np.asarray(enriched.column("cluster_id").to_pylist())
+    truth = np.asarray(enriched.column("true_digit").to_pylist())
+    assert (truth == digits.target).all()
+    direct = KMeans(n_clusters=10, random_state=0, n_init="auto").fit_predict(digits.data)
+    ours_nmi, direct_nmi = normalized_mutual_info_score(truth, ours), normalized_mutual_info_score(truth, direct)
+    ours_ari, direct_ari = adjusted_rand_score(truth, ours), adjusted_rand_score(truth, direct)
+    assert ours_nmi > 0.6 and ours_ari > 0.45
+    assert abs(ours_nmi - direct_nmi) < 0.02, (ours_nmi, direct_nmi)
+    assert abs(ours_ari - direct_ari) < 0.03, (ours_ari, direct_ari)
+
+
+def test_data_labels_name_the_digit_a_cluster_holds(run):
+    # The captions say "handwritten digit seven": c-TF-IDF must put the digit's name first.
+    enriched = run.collection("digits_enriched")
+    truth = enriched.column("true_digit").to_pylist()
+    clusters = enriched.column("cluster_id").to_pylist()
+    majority = {c: Counter(t for t, k in zip(truth, clusters) if k == c).most_common(1)[0][0] for c in set(clusters)}
+    labels = run.asset("digits_kmeans", "labels.parquet").to_pylist()
+    assert len(labels) == 10
+    named = sum(label["keywords"][0] == DIGIT_NAMES[majority[label["cluster_id"]]] for label in labels)
+    assert named >= 8, [(label["cluster_id"], label["keywords"][:3]) for label in labels]
+    for label in labels:
+        assert label["label"] and label["summary"] and label["representative_ids"]
+
+
+# --- fit on a sample, assign everything -------------------------------------------------------
+
+def test_a_sample_smaller_than_the_collection_still_assigns_every_document(run):
+    m = run.metadata
+    assert m["digits_sampled/sample"]["sample_size"] == SAMPLED
+    assert m["digits_sampled/assignments"]["fitted_on"] == SAMPLED
+    assert m["digits_sampled/assignments"]["documents"] == 1797
+    assert m["digits_sampled/reduced_coords"]["fitted_on"] == SAMPLED
+    assigned = run.asset("digits_sampled", "assignments.parquet")
+    assert assigned.num_rows == 1797 and min(assigned.column("cluster_id").to_pylist()) >= 0
+    enriched = run.collection("digits_by_sample")
+    assert enriched.num_rows == 1797 and enriched.column("cluster_id").null_count == 0
+    # a model fitted on 500 digits still finds the digits
+    assert normalized_mutual_info_score(enriched.column("true_digit").to_pylist(),
+                                        enriched.column("cluster_id").to_pylist()) > 0.6
+
+
+def test_same_definition_same_data_same_result(run):
+    first_assignments = run.asset("digits_sampled", "assignments.parquet")
+    first_members = run.artifact("digits_sampled", "members.parquet")
+    first_sample = run.asset("digits_sampled", "sample.parquet")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLUSTER_ASSETS_STORAGE", str(run.root))
+        defs = build_defs(run.folder)
+        again = dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+                               resources=defs.resources, selection=dg.AssetSelection.groups("digits_sampled"),
+                               instance=dg.DagsterInstance.ephemeral())
+    assert again.run_id != run.run_id
+    assert run.asset("digits_sampled", "sample.parquet").equals(first_sample)
+    assert run.asset("digits_sampled", "assignments.parquet").equals(first_assignments)
+    second_members = run.artifact("digits_sampled", "members.parquet", again.run_id)
+    assert second_members.equals(first_members)
+    # each run keeps its own artifacts
+    assert sorted(run.storage.list_dir("artifacts", "digits_sampled")) == sorted([run.run_id, again.run_id])
+
+
+# --- reduction and the run's artifacts --------------------------------------------------------
+
+@pytest.mark.parametrize("group,method,axes,documents", [
+    ("digits_kmeans", "umap", ("x", "y"), 1797),
+    ("digits_sampled", "umap", ("x", "y", "z"), 1797),
+    ("digits_agglomerative", "pca", ("x", "y"), 1797),
+    ("product_topics", "pca", ("x", "y", "z"), 1200),
+])
+def test_members_have_coordinates_for_every_document(run, group, method, axes, documents):
+    members = run.artifact(group, "members.parquet")
+    assert members.column_names == ["document_id", "cluster_id", *axes]
+    assert members.num_rows == documents
+    assigned = run.asset(group, "assignments.parquet")
+    assert members.column("document_id").equals(assigned.column("document_id"))
+    assert members.column("cluster_id").equals(assigned.column("cluster_id"))
+    coords = np.column_stack([members.column(a).to_numpy() for a in axes])
+    assert np.isfinite(coords).all() and (coords.std(axis=0) > 0).all()
+    assert run.metadata[f"{group}/reduced_coords"]["method"] == method
+    assert run.metadata[f"{group}/reduced_coords"]["components"] == len(axes)
+
+
+def test_umap_map_separates_the_digits(run):
+    # members' 2-D coordinates keep digits apart: a point's nearest neighbour on the map is mostly the same digit
+    from sklearn.neighbors import KNeighborsClassifier
+
+    members = run.artifact("digits_kmeans", "members.parquet").sort_by("document_id")
+    xy = np.column_stack([members.column("x").to_numpy(), members.column("y").to_numpy()])
+    truth = load_digits().target
+    accuracy = KNeighborsClassifier(5).fit(xy[::2], truth[::2]).score(xy[1::2], truth[1::2])
+    assert accuracy > 0.85
+
+
+def test_centroids_artifact(run):
+    centroids = run.artifact("digits_kmeans", "centroids.parquet")
+    for column in ("cluster_id", "centroid", "count", "label", "summary", "keywords"):
+        assert column in centroids.column_names
+    assert sorted(centroids.column("cluster_id").to_pylist()) == list(range(10))
+    assert sum(centroids.column("count").to_pylist()) == 1797
+    matrix = np.asarray(centroids.column("centroid").to_pylist())
+    assert matrix.shape == (10, 64)
+    # a centroid is the mean of its members' vectors
+    digits = load_digits().data
+    assigned = run.asset("digits_kmeans", "assignments.parquet").column("cluster_id").to_numpy()
+    for row, c in enumerate(centroids.column("cluster_id").to_pylist()):
+        np.testing.assert_allclose(matrix[row], digits[assigned == c].mean(axis=0), rtol=1e-4, atol=1e-4)
+    labels = run.asset("digits_kmeans", "labels.parquet")
+    assert centroids.sort_by("cluster_id").column("label").equals(labels.sort_by("cluster_id").column("label"))
+
+
+# --- enrichment -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("group,source,target,fields", [
+    ("digits_kmeans", "digits", "digits_enriched", ["label", "summary", "keywords"]),
+    ("digits_agglomerative", "digits", "digits_agglomerative", ["label", "keywords", "confidence", "representative"]),
+    ("product_topics", "products", "products_enriched", ["label", "summary", "keywords"]),
+])
+def test_enriched_collection_has_every_source_column_plus_cluster_and_fields(run, group, source, target, fields):
+    original = run.collection(source)
+    enriched = run.collection(target)
+    assert enriched.column_names == original.column_names + ["cluster_id", *fields]
+    assert enriched.select(original.column_names).equals(original)
+    assigned = run.asset(group, "assignments.parquet")
+    assert enriched.column("cluster_id").to_pylist() == assigned.column("cluster_id").to_pylist()
+    labels = {row["cluster_id"]: row for row in run.asset(group, "labels.parquet").to_pylist()}
+    representatives = {i for row in labels.values() for i in row["representative_ids"]}
+    for row in enriched.select(["document_id", "cluster_id", *fields]).to_pylist():
+        label = labels.get(row["cluster_id"])
+        if label is None:  # noise: no label fields
+            assert row["cluster_id"] == -1 and row["label"] is None
+            continue
+        for name in fields:
+            if name == "representative":
+                assert row[name] == (row["document_id"] in representatives)
+            elif name == "confidence":
+                assert row[name] == pytest.approx(label[name])
+            else:
+                assert row[name] == label[name]
+    assert run.metadata[f"{group}/enriched_collection"]["fields"] == ["cluster_id", *fields]
+
+
+def test_noise_documents_are_minus_one_in_the_enriched_collection(run):
+    enriched = run.collection("products_enriched")
+    noise = enriched.column("cluster_id").to_pylist().count(-1)
+    assert noise == run.metadata["product_topics/assignments"]["noise_documents"]
+
+
+def test_source_collections_are_byte_identical_afterwards(run):
+    assert run.sources_before == run.sources_after
+    assert run.sources_before["digits"] and run.sources_before["products"]
+    assert sorted(run.storage.list_collections()) == sorted(
+        ["digits", "products", "digits_enriched", "digits_by_sample", "digits_agglomerative", "products_enriched"])
