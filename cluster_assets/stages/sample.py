@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster_assets import algorithms
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.result import StageResult, timed
@@ -38,6 +39,26 @@ def check_unique(ids: pa.Array, owners: pa.Array) -> None:
         )
 
 
+def check_enough_documents(spec: ClusterDefinition, total: int, size: int) -> None:
+    """Fail before any work when the fit would have fewer documents than the clusters asked for."""
+    wanted = algorithms.requested_clusters(spec.algorithm, spec.algorithm_config)
+    if wanted is None or size >= wanted:
+        return
+    where = ", ".join(map(repr, spec.source_collection_ids))
+    configured = set(spec.algorithm_config) & {"num_clusters", algorithms.REGISTRY[spec.algorithm].count_param}
+    asked = (f"algorithm_config.{sorted(configured)[0]}" if configured
+             else f"{spec.algorithm}'s default (set algorithm_config.num_clusters)")
+    if size < total:
+        raise CollectionError(
+            f"sample_size {size} is smaller than the {wanted} clusters asked for by {asked} "
+            f"(collection {where} has {total} documents): raise sample_size or lower num_clusters"
+        )
+    raise CollectionError(
+        f"collection {where} has {total} documents, fewer than the {wanted} clusters asked for by "
+        f"{asked}: lower num_clusters or add documents"
+    )
+
+
 def run_sample(storage: Storage, spec: ClusterDefinition) -> StageResult:
     result = StageResult()
     with timed(result, "duration_s"):
@@ -55,6 +76,7 @@ def run_sample(storage: Storage, spec: ClusterDefinition) -> StageResult:
             raise CollectionError(f"collection {', '.join(map(repr, spec.source_collection_ids))} has no documents")
         check_unique(ids, owners)
         size = min(spec.fit_size(), total)
+        check_enough_documents(spec, total, size)
         if size < total:
             rng = np.random.default_rng(layout.seed(spec))
             rows = np.sort(rng.choice(total, size=size, replace=False))

@@ -1,0 +1,254 @@
+"""Bad input gets a clear error naming the file, field, collection or document, and loses nothing.
+
+Definition problems are caught when the definitions folder loads (the definition
+is skipped and logged, the others load). Data problems fail the run at the
+first stage that meets them, through Dagster, with the message a user sees in
+the run's logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cluster_assets.loader import build_defs
+from cluster_assets.spec import load_definitions
+from cluster_assets_tests.conftest import materialize_group, write_definition, write_table
+
+GOOD = {
+    "cluster_name": "points",
+    "source_collection_ids": ["points"],
+    "feature_addresses": ["mixpeek://text_extractor@v1/vec"],
+    "algorithm": "kmeans",
+    "algorithm_config": {"num_clusters": 3},
+    "dimension_reduction": {"method": "pca", "components": 2},
+}
+
+
+def points(n: int = 30, dim: int = 4, seed: int = 0, ids: list[str] | None = None) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(c, 0.1, size=(n // 3, dim)) for c in (0.0, 2.0, 4.0)]).astype(np.float32)
+    return pa.table({
+        "document_id": ids or [f"doc-{i}" for i in range(len(X))],
+        "text": [f"point {i}" for i in range(len(X))],
+        "vec": pa.array(list(X), pa.list_(pa.float32())),
+    })
+
+
+def with_vectors(table: pa.Table, vectors: list) -> pa.Table:
+    return table.set_column(table.column_names.index("vec"), "vec", pa.array(vectors, pa.list_(pa.float32())))
+
+
+def failure(definitions_dir: Path, group: str = "points") -> tuple[str, str]:
+    """Materialize a group that must fail; return the failed step and the user's error message."""
+    result = materialize_group(definitions_dir, group, raise_on_error=False)
+    assert not result.success
+    failed = [event for event in result.all_events if event.is_step_failure]
+    assert len(failed) == 1
+    error = failed[0].step_failure_data.error
+    while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause  # Dagster's wrapper -> the exception the stage raised
+    # Dagster formats it as "<module>.<Class>: <message>\n"
+    qualified, _, message = error.message.strip().partition(": ")
+    assert qualified.endswith(error.cls_name)
+    return failed[0].step_key.split("__")[-1], message
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+def skipped(definitions_dir: Path, caplog) -> tuple[dg.Definitions, list[str]]:
+    with caplog.at_level(logging.ERROR, logger="cluster_assets"):
+        defs = build_defs(definitions_dir)
+    return defs, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_unknown_algorithm(definitions_dir, caplog):
+    path = write_definition(definitions_dir, {**GOOD, "algorithm": "k-means"})
+    defs, errors = skipped(definitions_dir, caplog)
+    assert errors == [f"skipping cluster definition: {path}: algorithm: unknown algorithm 'k-means'; valid: "
+                      "kmeans, dbscan, hdbscan, agglomerative, spectral, gaussian_mixture, mean_shift, optics"]
+    assert not [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+
+
+def test_unknown_algorithm_parameter_lists_the_valid_ones(definitions_dir, caplog):
+    path = write_definition(definitions_dir, {**GOOD, "algorithm_config": {"num_clusters": 3, "n_iter": 10}})
+    _, errors = skipped(definitions_dir, caplog)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"skipping cluster definition: {path}: algorithm_config.n_iter: "
+                                "unknown parameter 'n_iter' for kmeans; valid: ")
+    assert "max_iter" in errors[0] and "n_clusters" in errors[0] and "num_clusters" in errors[0]
+
+
+def test_collection_id_with_path_characters(definitions_dir, caplog, storage):
+    path = write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["../x"]})
+    _, errors = skipped(definitions_dir, caplog)
+    assert errors == [f"skipping cluster definition: {path}: source_collection_ids: collection id '../x' must "
+                      "start with a letter or digit and use only letters, digits, '_', '-', '.' (no '/', no '..')"]
+    with pytest.raises(ValueError, match=r"collection id '\.\./x'"):
+        storage.collection_dataset("../x")
+
+
+@pytest.mark.parametrize("name,text,kind", [
+    ("broken.yaml", "cluster_name: points\nsource_collection_ids: [points\n", "YAML"),
+    ("broken.json", '{"cluster_name": "points", }', "JSON"),
+])
+def test_a_definition_that_fails_to_parse(definitions_dir, caplog, name, text, kind):
+    (definitions_dir / name).write_text(text)
+    _, errors = skipped(definitions_dir, caplog)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"skipping cluster definition: {definitions_dir / name}: cannot parse {kind}: ")
+    assert "line" in errors[0]  # where in the file
+
+
+def test_one_broken_definition_does_not_stop_the_others(definitions_dir, caplog, storage):
+    write_table(storage, "points", points())
+    write_definition(definitions_dir, GOOD)
+    (definitions_dir / "broken.yaml").write_text("cluster_name: [\n")
+    write_definition(definitions_dir, {**GOOD, "cluster_name": "invalid", "algorithm": "nope"})
+    defs, errors = skipped(definitions_dir, caplog)
+    keys = {key.to_user_string() for a in defs.assets if isinstance(a, dg.AssetsDefinition) for key in a.keys}
+    assert keys == {f"points/{stage}" for stage in ("sample", "embeddings", "assignments", "reduced_coords",
+                                                     "labels", "enriched_collection")}
+    assert len(errors) == 2
+    assert any(str(definitions_dir / "broken.yaml") in e for e in errors)
+    assert any(str(definitions_dir / "invalid.json") in e and "algorithm" in e for e in errors)
+    # the broken files are also listed in the code location's metadata
+    listed = defs.metadata["definition_errors"].value
+    assert len(listed) == 2
+    # and the good group still runs
+    assert materialize_group(definitions_dir, "points").success
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_missing_collection(definitions_dir, storage):
+    write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["nowhere"]})
+    step, message = failure(definitions_dir)
+    assert step == "sample"
+    assert message.startswith("collection 'nowhere' not found: no Parquet files under ")
+    assert str(Path(storage.root).resolve() / "collections" / "nowhere") in message
+
+
+def test_missing_feature_column(definitions_dir, storage):
+    write_table(storage, "points", points())
+    write_definition(definitions_dir, {**GOOD, "feature_addresses": ["mixpeek://text_extractor@v1/embedding"]})
+    step, message = failure(definitions_dir)
+    assert step == "embeddings"
+    assert message == ("collection 'points' has no feature column 'embedding' (from address "
+                       "'mixpeek://text_extractor@v1/embedding'); columns: document_id, text, vec")
+
+
+def test_vectors_of_different_lengths(definitions_dir, storage):
+    table = points()
+    vectors = table.column("vec").to_pylist()
+    vectors[7] = vectors[7][:3]
+    write_table(storage, "points", with_vectors(table, vectors))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "embeddings"
+    assert message == ("collection 'points', column 'vec': vectors of different lengths: document 'doc-7' has "
+                       "3 values, expected 4")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_infinite_values(definitions_dir, storage, bad):
+    table = points()
+    vectors = table.column("vec").to_pylist()
+    vectors[12][2] = bad
+    vectors[20][0] = bad
+    write_table(storage, "points", with_vectors(table, vectors))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "embeddings"
+    assert message == "collection 'points': document 'doc-12' has NaN or infinite values (2 documents)"
+
+
+def test_a_document_without_a_vector(definitions_dir, storage):
+    table = points()
+    vectors = table.column("vec").to_pylist()
+    vectors[4] = None
+    write_table(storage, "points", with_vectors(table, vectors))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "embeddings" and message == "collection 'points', column 'vec': document 'doc-4' has no vector"
+
+
+def test_an_empty_collection(definitions_dir, storage):
+    write_table(storage, "points", points().slice(0, 0))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "sample" and message == "collection 'points' has no documents"
+
+
+def test_fewer_documents_than_clusters(definitions_dir, storage):
+    write_table(storage, "points", points().slice(0, 5))
+    write_definition(definitions_dir, {**GOOD, "algorithm_config": {"num_clusters": 10}})
+    step, message = failure(definitions_dir)
+    assert step == "sample"
+    assert message == ("collection 'points' has 5 documents, fewer than the 10 clusters asked for by "
+                       "algorithm_config.num_clusters: lower num_clusters or add documents")
+
+
+def test_a_sample_smaller_than_the_clusters(definitions_dir, storage):
+    write_table(storage, "points", points())
+    write_definition(definitions_dir, {**GOOD, "sample_size": 2})
+    step, message = failure(definitions_dir)
+    assert step == "sample"
+    assert message.startswith("sample_size 2 is smaller than the 3 clusters asked for by algorithm_config.num_clusters")
+
+
+def test_duplicate_document_ids(definitions_dir, storage):
+    ids = [f"doc-{i}" for i in range(30)]
+    ids[25] = "doc-3"
+    write_table(storage, "points", points(ids=ids))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "sample"
+    assert message == ("duplicate document_id 'doc-3' in collection 'points' (1 ids appear more than once); "
+                       "ids must be unique")
+
+
+def test_duplicate_document_ids_across_collections(definitions_dir, storage):
+    write_table(storage, "a", points())
+    write_table(storage, "b", points(seed=1))
+    write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["a", "b"]})
+    step, message = failure(definitions_dir)
+    assert step == "sample" and message.startswith("duplicate document_id 'doc-0' in collection 'a', 'b' ")
+
+
+# --- and nothing is lost -----------------------------------------------------------------------
+
+def test_a_failed_run_leaves_the_previous_results_and_the_source_whole(definitions_dir, storage):
+    write_table(storage, "points", points())
+    write_definition(definitions_dir, GOOD)
+    assert materialize_group(definitions_dir, "points").success
+    target = Path(storage.root) / "collections" / "points_enriched" / "part-0.parquet"
+    enriched_before = target.read_bytes()
+    # a new file of documents arrives with a broken vector
+    broken = points(n=3, seed=5, ids=["new-0", "new-1", "new-2"])
+    vectors = broken.column("vec").to_pylist()
+    vectors[1][0] = float("nan")
+    storage.write_table(with_vectors(broken, vectors), "collections", "points", "part-1.parquet")
+    source = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in (Path(storage.root) / "collections" / "points").iterdir()}
+
+    step, message = failure(definitions_dir)
+    assert step == "embeddings" and "document 'new-1'" in message
+    assert target.read_bytes() == enriched_before
+    assert storage.collection_dataset("points_enriched").count_rows() == 30
+    assert source == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in (Path(storage.root) / "collections" / "points").iterdir()}
+
+
+def test_definition_errors_are_also_reported_by_load_definitions(tmp_path):
+    (tmp_path / "a.yaml").write_text("cluster_name: a\nsource_collection_ids: [a]\nfeature_addresses: [v]\n"
+                                     "algorithm: kmeans\nalgorithm_config: {num_clusters: 0}\n")
+    loaded, problems = load_definitions(tmp_path)
+    assert loaded == [] and len(problems) == 1
+    assert str(problems[0]).startswith(f"{tmp_path / 'a.yaml'}: algorithm_config.num_clusters: ")
