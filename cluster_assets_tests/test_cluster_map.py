@@ -209,3 +209,51 @@ def test_html_map_in_chromium_three_d_rotates(browser, digits_map, tmp_path):
     assert abs(after["x"] - before["x"]) + abs(after["y"] - before["y"]) > 1
     page.screenshot(path=str(ARTIFACTS / "map_html_digits_3d.png"))
     assert not errors and not requests
+
+
+def test_reduced_coords_shows_the_map_in_dagster_and_the_cli_writes_the_html(
+        demo_storage, definitions_dir, dagster_home, browser, tmp_path):
+    import base64
+    import re
+
+    import dagster as dg
+    from click.testing import CliRunner
+
+    from cluster_assets.cli import main
+    from cluster_assets_tests.conftest import materialize_group, write_definition
+
+    write_definition(definitions_dir, {
+        "cluster_name": "digits_map", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
+        "algorithm": "kmeans", "algorithm_config": {"num_clusters": 10},
+        "dimension_reduction": {"method": "pca", "components": 3}})
+    result = materialize_group(definitions_dir, "digits_map", dg.DagsterInstance.get())
+    meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                if e.materialization.asset_key.path[-1] == "reduced_coords")
+    markdown = meta["map"].value
+    png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown).group(1))
+    inline = image_of(png)
+    assert inline.shape[1] == 720 and len({tuple(p) for p in inline.reshape(-1, 3)[::3]}) > 10
+    assert meta["map_labels_drawn"].value >= 8
+    run = result.run_id
+    stored = image_of(demo_storage.read_bytes("artifacts", "digits_map", run, "map.png"))
+    assert stored.shape == (900, 1200, 3)
+    assert meta["map_png"].value.endswith(f"{run}/map.png") and meta["map_html"].value.endswith(f"{run}/map.html")
+
+    out = CliRunner().invoke(main, ["map", "digits_map"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    path = Path(out.output.strip().splitlines()[-1])
+    assert path == Path(demo_storage.uri("artifacts", "digits_map", run, "map.html"))
+    labels = demo_storage.read_table("artifacts", "digits_map", run, "centroids.parquet").column("label").to_pylist()
+    page, requests, errors = open_page(browser, tmp_path, path.read_text(encoding="utf-8"), "run")
+    stats = page.evaluate("window.clusterMap.stats()")
+    assert stats["dims"] == 3 and stats["points"] == 1797
+    assert {l["label"] for l in stats["labelsDrawn"]} <= set(labels) and len(stats["labelsDrawn"]) >= 5
+    page.screenshot(path=str(ARTIFACTS / "map_html_run.png"))
+    # hovering shows the document's caption from the collection
+    spot = page.evaluate("window.clusterMap.screenOf(0)")
+    page.mouse.move(spot["x"], spot["y"])
+    page.locator("#tooltip").wait_for(state="visible")
+    assert "handwritten digit" in page.inner_text("#tooltip")
+    assert not errors and not requests
+    missing = CliRunner().invoke(main, ["map", "nope"])
+    assert missing.exit_code == 1 and "no valid definition named 'nope'" in missing.output

@@ -198,3 +198,61 @@ def test_few_clusters_have_no_parents():
     tree = hierarchy.cluster_hierarchy([0, 1], [5, 5], np.eye(2))
     assert tree.depth == 1 and (tree.parent_id == -1).all()
     assert hierarchy.label_parents(tree, {}, [], np.zeros(0))[0] == {}
+
+
+def test_hierarchical_run_carries_tree_quality_and_paths(demo_storage, definitions_dir):
+    """products (eight departments) with hdbscan: the condensed tree, quality columns, parent labels, cluster_path."""
+    import pyarrow.compute as pc
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from cluster_assets_tests.conftest import materialize_group, write_definition
+
+    write_definition(definitions_dir, {
+        "cluster_name": "shop", "source_collection_ids": ["products"], "feature_addresses": ["text_embedding"],
+        "algorithm": "hdbscan", "algorithm_config": {"min_cluster_size": 15},
+        "dimension_reduction": {"method": "pca", "components": 2},
+        "hierarchical": True, "hierarchy": {"top_nodes": 3},
+        "enrichment": {"fields": ["label", "cluster_path"]}})
+    result = materialize_group(definitions_dir, "shop")
+    meta = {e.materialization.asset_key.path[-1]: e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert meta["assignments"]["hierarchy_source"].value == "hdbscan_condensed_tree"
+    assert meta["assignments"]["hierarchy_nodes_per_level"].value[0] == 3
+    for key in ("silhouette", "davies_bouldin", "noise_share", "mean_cohesion"):
+        assert key in meta["assignments"]
+    assert "cohesion" in meta["assignments"]["cluster_quality"].value
+    assert "**" in meta["labels"]["hierarchy"].value  # parents in bold in the tree view
+
+    storage = demo_storage
+    run = result.run_id
+    centroids = storage.read_table("artifacts", "shop", run, "centroids.parquet")
+    assert {"parent_id", "level", "cohesion", "separation", "nearest_cluster_id", "cluster_path"} <= set(
+        centroids.column_names)
+    # cohesion recomputed here from the stored embeddings and assignments
+    emb = storage.read_table("assets", "shop", "embeddings.parquet")
+    X = np.array(emb.column("vector").to_pylist())
+    assigned = storage.read_table("assets", "shop", "assignments.parquet").column("cluster_id").to_numpy()
+    C = np.array(centroids.column("centroid").to_pylist())
+    for i, c in enumerate(centroids.column("cluster_id").to_pylist()):
+        members = X[assigned == c]
+        assert centroids.column("count")[i].as_py() == len(members)
+        assert centroids.column("cohesion")[i].as_py() == pytest.approx(
+            cosine_similarity(members, C[i:i + 1]).mean(), abs=1e-4)
+    tree = storage.read_table("artifacts", "shop", run, "hierarchy.parquet")
+    nodes = dict(zip(tree.column("node_id").to_pylist(), tree.to_pylist()))
+    depth = max(r["level"] for r in nodes.values()) + 1
+    for row in nodes.values():
+        assert row["parent_id"] == -1 or nodes[row["parent_id"]]["level"] == row["level"] - 1
+        assert row["label"]
+    # the enriched documents carry their path from the top of the tree down to their cluster
+    enriched = storage.collection_dataset("products_enriched").to_table()
+    clustered = enriched.filter(pc.greater_equal(enriched.column("cluster_id"), 0))
+    for row in clustered.slice(0, 50).to_pylist():
+        path = row["cluster_path"]
+        assert len(path) == depth and path[-1] == row["label"]
+        top = nodes[row["cluster_id"]]
+        while top["parent_id"] != -1:
+            top = nodes[top["parent_id"]]
+        assert path[0] == top["label"]
+    noise = enriched.filter(pc.equal(enriched.column("cluster_id"), -1))
+    assert noise.num_rows == 0 or noise.column("cluster_path").null_count == noise.num_rows
