@@ -192,3 +192,40 @@ def test_classifying_with_other_features_fails_naming_the_taxonomy(demo_storage,
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.to_string()
     assert "taxonomy 'dig' has 64-dimensional centroids" in message and "32 dimensions" in message
+
+
+from cluster_assets_tests.test_cli import s3_root  # noqa: E402,F401  (moto's S3 server on loopback)
+
+
+def test_promote_classify_and_map_on_s3(s3_root, definitions_dir, dagster_home, monkeypatch, tmp_path):
+    from cluster_assets.demo import write_demo_collections
+    from cluster_assets.storage import Storage
+
+    monkeypatch.setenv("CLUSTER_ASSETS_STORAGE", s3_root)
+    monkeypatch.chdir(tmp_path)
+    storage = Storage(s3_root)
+    write_demo_collections(storage)
+    write_definition(definitions_dir, digits_definition(name="s3digits"))
+    run_id = materialize_group(definitions_dir, "s3digits").run_id
+    done = run("taxonomy", "promote", "s3digits", "--taxonomy", "s3tax")
+    assert done.exit_code == 0, done.output
+    assert "s3://clusters/team/taxonomies/s3tax/nodes.parquet" in done.output
+    write_definition(definitions_dir, {
+        "cluster_name": "again", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
+        "algorithm": "kmeans", "algorithm_config": {"num_clusters": 3}, "taxonomy": "s3tax",
+        "enrichment": {"target_collection_id": "digits_again"}})
+    materialize_group(definitions_dir, "again")
+    enriched = storage.collection_dataset("digits_again").to_table()
+    # the taxonomy was promoted from these very documents: each lands on its own cluster's node
+    source = storage.read_table("assets", "s3digits", "assignments.parquet")
+    cluster_of = dict(zip(source.column("document_id").to_pylist(), source.column("cluster_id").to_pylist()))
+    nodes = [n for n in enriched.column("taxonomy_node_id").to_pylist()]
+    agree = sum(1 for d, n in zip(enriched.column("document_id").to_pylist(), nodes)
+                if n == f"s3digits:{run_id[:8]}:{cluster_of[d]}")
+    assert agree > 0.9 * enriched.num_rows
+    # the map command writes the artifact to S3 and a local copy it can print
+    shown = run("map", "s3digits")
+    assert shown.exit_code == 0, shown.output
+    local = Path(shown.stdout.strip().splitlines()[-1])
+    assert local.parent == tmp_path and local.read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert storage.exists("artifacts", "s3digits", run_id, "map.html")
