@@ -252,3 +252,18 @@ def test_definition_errors_are_also_reported_by_load_definitions(tmp_path):
     loaded, problems = load_definitions(tmp_path)
     assert loaded == [] and len(problems) == 1
     assert str(problems[0]).startswith(f"{tmp_path / 'a.yaml'}: algorithm_config.num_clusters: ")
+
+
+def test_integer_document_ids_are_matched_as_strings_end_to_end(definitions_dir, storage):
+    # Not bad input, but a common one: ids written by another tool as integers.
+    table = points()
+    table = table.set_column(0, "document_id", pa.array(range(100, 130), pa.int64()))
+    write_table(storage, "points", table)
+    write_definition(definitions_dir, {**GOOD, "enrichment": {"fields": ["label", "representative"]}})
+    assert materialize_group(definitions_dir, "points").success
+    enriched = storage.collection_dataset("points_enriched").to_table()
+    assert enriched.column("document_id").type == pa.int64()  # the source's columns are kept as they were
+    assert enriched.column("cluster_id").null_count == 0
+    assert sorted(set(enriched.column("cluster_id").to_pylist())) == [0, 1, 2]
+    assert enriched.column("label").null_count == 0
+    assert 0 < sum(enriched.column("representative").to_pylist()) < 30

@@ -58,7 +58,8 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
                         table = pa.Table.from_batches([batch])
                         if len(sources) > 1:
                             table = _set(table, "source_collection_id", pa.array([source] * len(table), pa.string()))
-                        rows = index.get_indexer(table.column(ID).to_numpy(zero_copy_only=False))
+                        ids = table.column(ID).cast(pa.string())  # ids are strings downstream, whatever the source type
+                        rows = index.get_indexer(ids.to_numpy(zero_copy_only=False))
                         found = rows >= 0
                         unassigned += int((~found).sum())
                         clusters = np.where(found, cluster_of[np.clip(rows, 0, None)], -1)
@@ -71,7 +72,7 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
                         take = pa.array(label_rows, mask=label_rows < 0)
                         for name in fields:
                             if name == "representative":
-                                values = pa.array([i in representatives for i in table.column(ID).to_pylist()])
+                                values = pa.array([i in representatives for i in ids.to_pylist()])
                             else:
                                 values = labels.column(name).take(take)
                             table = _set(table, name, values)

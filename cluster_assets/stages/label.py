@@ -54,7 +54,7 @@ def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -
     for cid in spec.source_collection_ids:
         dataset = storage.collection_dataset(cid)
         columns = columns_for(dataset.schema)
-        table = dataset.to_table(columns=[ID] + columns, filter=pc.field(ID).isin(ids))
+        table = dataset.to_table(columns=[ID] + columns, filter=pc.field(ID).cast(pa.string()).isin(ids))
         for row in table.to_pylist():
             out[str(row[ID])] = row
     return out
