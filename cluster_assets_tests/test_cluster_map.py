@@ -257,3 +257,52 @@ def test_reduced_coords_shows_the_map_in_dagster_and_the_cli_writes_the_html(
     assert not errors and not requests
     missing = CliRunner().invoke(main, ["map", "nope"])
     assert missing.exit_code == 1 and "no valid definition named 'nope'" in missing.output
+
+
+def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
+    """A real webserver and a run submitted through GraphQL: the reduced_coords page shows the map PNG."""
+    import time
+
+    import dagster as dg
+    from dagster_graphql import DagsterGraphQLClient
+
+    from cluster_assets.demo import write_demo_collections
+    from cluster_assets.factory import STAGES
+    from cluster_assets.storage import Storage
+    from cluster_assets_tests.conftest import write_definition
+    from cluster_assets_tests.webserver import LOCATION, running_webserver
+
+    storage_root = str(tmp_path / "storage")
+    write_demo_collections(Storage(storage_root))
+    folder = tmp_path / "clusters"
+    folder.mkdir()
+    write_definition(folder, {
+        "cluster_name": "digits_ui", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
+        "algorithm": "kmeans", "algorithm_config": {"num_clusters": 10}, "dimension_reduction": {"method": "pca"}})
+    with running_webserver(tmp_path, folder, storage_root) as server:
+        client = DagsterGraphQLClient(server.host, port_number=server.port)
+        run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
+                                             asset_selection=[["digits_ui", s] for s in STAGES])
+        deadline = time.monotonic() + 300
+        while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+            assert time.monotonic() < deadline, "the run did not finish"
+            time.sleep(1)
+        assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(f"{server.url}/assets/digits_ui/reduced_coords")
+        try:  # Dagster's first-visit newsletter dialog
+            page.get_by_role("button", name="Skip").click(timeout=5_000)
+        except Exception:  # noqa: BLE001 - it shows only once
+            pass
+        row = page.locator("tr", has_text="map").filter(has_text="Show Markdown").first
+        row.get_by_text("[Show Markdown]").click()
+        image = page.locator("img[src^='data:image/png;base64,']").first
+        image.wait_for(state="visible")
+        assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 720
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = page.screenshot(path=str(ARTIFACTS / "ui-reduced-coords-map.png"))
+        box = image.bounding_box()
+        pixels = image_of(shot)[int(box["y"]):int(box["y"] + box["height"]), int(box["x"]):int(box["x"] + box["width"])]
+        assert len({tuple(int(v) // 16 for v in p) for p in pixels.reshape(-1, 3)[::3]}) > 15  # a coloured map
+        page.close()
