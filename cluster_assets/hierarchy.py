@@ -525,10 +525,20 @@ def label_parents(tree: ClusterTree, leaf_labels: dict[int, ClusterLabel], texts
                     meta[f"parent_{key}" if not key.startswith("parent_") else key] = value
             except Exception as exc:  # labels never block a run
                 meta["parent_labeling_source"] = "fallback"
-                meta["parent_fallback_reason"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                meta["parent_fallback_reason"] = _scrubbed(f"{type(exc).__name__}: {str(exc)[:200]}")
         labels.update(chosen)
         out.update(chosen)
     return out, meta
+
+
+def _scrubbed(text: str) -> str:
+    """An error message without API keys (from the environment, or anything shaped like one)."""
+    import os
+
+    from cluster_assets.labeling.providers import KEY_VARIABLES
+    from cluster_assets.labeling.providers.base import scrub
+
+    return scrub(text, [os.environ.get(name) for names in KEY_VARIABLES.values() for name in names])
 
 
 def node_paths(tree: ClusterTree, labels: dict[int, ClusterLabel]) -> dict[int, list[str]]:

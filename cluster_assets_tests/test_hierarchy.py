@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import cophenet, cut_tree, linkage
@@ -187,10 +189,15 @@ def test_parent_label_hook_sees_children_and_failures_fall_back(digits):
     assert all(p.label.startswith("group of") for p in parents.values())
 
     def broken(evidence):
-        raise RuntimeError("provider down")
+        raise RuntimeError(f"provider down (key {os.environ['OPENAI_API_KEY']})")
 
-    parents, meta = hierarchy.label_parents(tree, leaves, texts, labels, hook=broken)
+    os.environ["OPENAI_API_KEY"] = "sk-test-secret-1234567890"
+    try:
+        parents, meta = hierarchy.label_parents(tree, leaves, texts, labels, hook=broken)
+    finally:
+        del os.environ["OPENAI_API_KEY"]
     assert meta["parent_labeling_source"] == "fallback" and "provider down" in meta["parent_fallback_reason"]
+    assert "sk-test-secret" not in meta["parent_fallback_reason"]  # secrets never reach metadata
     assert all(p.source == "data" for p in parents.values())
 
 
