@@ -329,3 +329,56 @@ def test_source_collections_are_byte_identical_afterwards(run):
     assert run.sources_before["digits"] and run.sources_before["products"]
     assert sorted(run.storage.list_collections()) == sorted(
         ["digits", "products", "digits_enriched", "digits_by_sample", "digits_agglomerative", "products_enriched"])
+
+
+# --- streaming in batches ---------------------------------------------------------------------
+
+def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
+    from cluster_assets import stages
+    from cluster_assets.demo import digits_table
+    from cluster_assets.spec import parse_definition
+
+    storage = Storage(root)
+    table = digits_table()  # three files of uneven sizes, as another tool may write them
+    for name, start, length in (("a", 0, 700), ("b", 700, 97), ("c", 797, 1000)):
+        storage.write_table(table.slice(start, length), "collections", "digits", f"{name}.parquet")
+    spec = parse_definition({"cluster_name": "streamed", "source_collection_ids": ["digits"],
+                             "feature_addresses": ["pixels"], "algorithm": algorithm, "algorithm_config": config,
+                             "sample_size": 600, "dimension_reduction": {"method": "pca", "components": 2}})
+    stages.run_sample(storage, spec)
+    stages.run_embeddings(storage, spec)
+    stages.run_assignments(storage, spec)
+    stages.run_labels(storage, spec, "run")
+    stages.run_reduced_coords(storage, spec, "run")
+    stages.run_enrichment(storage, spec)
+    out = {name: storage.read_table("assets", "streamed", name)
+           for name in ("assignments.parquet", "coords.parquet", "clusters.parquet", "labels.parquet")}
+    out["enriched"] = storage.collection_dataset("digits_enriched").to_table()
+    return out
+
+
+@pytest.mark.parametrize("algorithm,config", [("kmeans", {"num_clusters": 10}), ("hdbscan", {"min_cluster_size": 10})])
+def test_small_batches_give_the_same_result_as_one_batch(tmp_path, monkeypatch, algorithm, config):
+    # The stages stream every document in batches of BATCH rows; with 1,797 documents a run is one
+    # batch, so shrink it to exercise the batch boundaries (and the files' own boundaries).
+    import cluster_assets.stages.assign
+    import cluster_assets.stages.embed
+    import cluster_assets.stages.enrich
+    import cluster_assets.stages.reduce
+
+    whole = run_stages(tmp_path / "whole", algorithm, config)
+    for module in (cluster_assets.stages.embed, cluster_assets.stages.assign, cluster_assets.stages.reduce,
+                   cluster_assets.stages.enrich):
+        monkeypatch.setattr(module, "BATCH", 100)
+    batched = run_stages(tmp_path / "batched", algorithm, config)
+    for name in whole:
+        assert whole[name].column_names == batched[name].column_names, name
+        for column in whole[name].column_names:
+            a, b = whole[name].column(column), batched[name].column(column)
+            if pa.types.is_floating(a.type):  # sums accumulated batch by batch: equal up to rounding
+                np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, err_msg=f"{name}.{column}")
+            elif pa.types.is_fixed_size_list(a.type) or (pa.types.is_list(a.type) and pa.types.is_floating(a.type.value_type)):
+                np.testing.assert_allclose(np.asarray(a.to_pylist()), np.asarray(b.to_pylist()), rtol=1e-5, atol=1e-6)
+            else:
+                assert a.equals(b), f"{name}.{column}"
+    assert whole["enriched"].num_rows == 1797
