@@ -214,6 +214,13 @@ def test_duplicate_document_ids(definitions_dir, storage):
                        "ids must be unique")
 
 
+def test_a_collection_without_document_ids(definitions_dir, storage):
+    write_table(storage, "points", points().rename_columns(["id", "text", "vec"]))
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "sample" and message == "collection 'points' has no 'document_id' column"
+
+
 def test_duplicate_document_ids_across_collections(definitions_dir, storage):
     write_table(storage, "a", points())
     write_table(storage, "b", points(seed=1))
