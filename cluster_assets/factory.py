@@ -18,16 +18,17 @@ from cluster_assets.spec import ClusterDefinition, LoadedDefinition
 from cluster_assets.stages import StageResult
 from cluster_assets.storage import Storage
 
-STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection")
+STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection", "cluster_map")
 
 DESCRIPTIONS = {
     "sample": "Checks document ids and picks the seeded sample the models are fitted on.",
     "embeddings": "Resolves the feature addresses into one validated float32 matrix for every document.",
     "assignments": "Fits {algorithm} on the sample and assigns every document to a cluster (-1 = noise).",
-    "reduced_coords": "Map coordinates (UMAP/PCA) for every document; writes the run's members.parquet and "
-                      "its map (a PNG shown here, map.png and the interactive map.html beside the artifacts).",
+    "reduced_coords": "Map coordinates (UMAP/PCA) for every document; writes the run's members.parquet.",
     "labels": "Names every cluster (label, summary, keywords); writes the run's centroids.parquet.",
     "enriched_collection": "Writes the source documents with cluster_id and label fields to {targets}.",
+    "cluster_map": "The labelled map of the clusters: a PNG shown here, map.png and the interactive map.html "
+                   "beside the run's artifacts.",
 }
 
 
@@ -77,10 +78,10 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         "sample": [collection_key(c) for c in spec.source_collection_ids],
         "embeddings": [keys["sample"]],
         "assignments": [keys["embeddings"]],
-        # the map drawn with reduced_coords carries the labels: they come first
-        "reduced_coords": [keys["assignments"], keys["labels"]],
-        "labels": [keys["assignments"]],
+        "reduced_coords": [keys["assignments"]],
+        "labels": [keys["reduced_coords"]],
         "enriched_collection": [keys["labels"]] + ([taxonomy_key(spec.taxonomy.name)] if spec.taxonomy else []),
+        "cluster_map": [keys["reduced_coords"], keys["labels"]],
     }
     tags = {"cluster_assets/cluster": spec.group_name}
     details = {
@@ -122,6 +123,7 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         make("labels", lambda ctx, st: stages.run_labels(st, spec, ctx.run_id, ctx.resources.llm.labeler(spec, st)),
              resources=frozenset({"llm"})),
         make("enriched_collection", lambda ctx, st: stages.run_enrichment(st, spec)),
+        make("cluster_map", lambda ctx, st: stages.run_cluster_map(st, spec, ctx.run_id)),
     ]
 
 

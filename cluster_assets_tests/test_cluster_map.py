@@ -211,7 +211,7 @@ def test_html_map_in_chromium_three_d_rotates(browser, digits_map, tmp_path):
     assert not errors and not requests
 
 
-def test_reduced_coords_shows_the_map_in_dagster_and_the_cli_writes_the_html(
+def test_cluster_map_shows_the_map_in_dagster_and_the_cli_writes_the_html(
         demo_storage, definitions_dir, dagster_home, browser, tmp_path):
     import base64
     import re
@@ -228,7 +228,7 @@ def test_reduced_coords_shows_the_map_in_dagster_and_the_cli_writes_the_html(
         "dimension_reduction": {"method": "pca", "components": 3}})
     result = materialize_group(definitions_dir, "digits_map", dg.DagsterInstance.get())
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                if e.materialization.asset_key.path[-1] == "reduced_coords")
+                if e.materialization.asset_key.path[-1] == "cluster_map")
     markdown = meta["map"].value
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown).group(1))
     inline = image_of(png)
@@ -260,7 +260,7 @@ def test_reduced_coords_shows_the_map_in_dagster_and_the_cli_writes_the_html(
 
 
 def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
-    """A real webserver and a run submitted through GraphQL: the reduced_coords page shows the map PNG."""
+    """A real webserver and a run submitted through GraphQL: the cluster_map page shows the map PNG."""
     import time
 
     import dagster as dg
@@ -290,7 +290,7 @@ def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
         assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(f"{server.url}/assets/digits_ui/reduced_coords")
+        page.goto(f"{server.url}/assets/digits_ui/cluster_map")
         try:  # Dagster's first-visit newsletter dialog
             page.get_by_role("button", name="Skip").click(timeout=5_000)
         except Exception:  # noqa: BLE001 - it shows only once
@@ -301,7 +301,7 @@ def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
         image.wait_for(state="visible")
         assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 720
         ARTIFACTS.mkdir(exist_ok=True)
-        shot = page.screenshot(path=str(ARTIFACTS / "ui-reduced-coords-map.png"))
+        shot = page.screenshot(path=str(ARTIFACTS / "ui-cluster-map.png"))
         box = image.bounding_box()
         pixels = image_of(shot)[int(box["y"]):int(box["y"] + box["height"]), int(box["x"]):int(box["x"] + box["width"])]
         assert len({tuple(int(v) // 16 for v in p) for p in pixels.reshape(-1, 3)[::3]}) > 15  # a coloured map

@@ -16,7 +16,7 @@ from cluster_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection")
+from cluster_assets.factory import STAGES  # noqa: E402
 KEYS = [dg.AssetKey(["digits_kmeans", stage]) for stage in STAGES]
 
 

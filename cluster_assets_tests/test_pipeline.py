@@ -28,7 +28,7 @@ from cluster_assets.loader import build_defs
 from cluster_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection")
+from cluster_assets.factory import STAGES  # the six stages of the issue, and cluster_map
 SAMPLED = 500
 
 DEFINITIONS = {
@@ -134,8 +134,11 @@ def test_asset_keys_groups_and_external_collections(run):
     parents = lambda stage: graph.get(dg.AssetKey(["digits_kmeans", stage])).parent_keys  # noqa: E731
     assert dg.AssetKey(["digits_kmeans", "sample"]) in parents("embeddings")
     assert dg.AssetKey(["digits_kmeans", "embeddings"]) in parents("assignments")
-    assert dg.AssetKey(["digits_kmeans", "assignments"]) in parents("labels")
+    assert dg.AssetKey(["digits_kmeans", "assignments"]) in parents("reduced_coords")
+    assert dg.AssetKey(["digits_kmeans", "reduced_coords"]) in parents("labels")
     assert dg.AssetKey(["digits_kmeans", "labels"]) in parents("enriched_collection")
+    assert {dg.AssetKey(["digits_kmeans", "reduced_coords"]), dg.AssetKey(["digits_kmeans", "labels"])} <= \
+        parents("cluster_map")
 
 
 def test_every_asset_of_every_group_materialized_in_one_run(run):

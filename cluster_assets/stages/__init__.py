@@ -9,6 +9,7 @@ from cluster_assets.stages.assign import run_assignments
 from cluster_assets.stages.embed import run_embeddings
 from cluster_assets.stages.enrich import run_enrichment
 from cluster_assets.stages.label import run_labels
+from cluster_assets.stages.map import run_cluster_map
 from cluster_assets.stages.reduce import run_reduced_coords
 from cluster_assets.stages.result import StageResult
 from cluster_assets.stages.sample import run_sample
@@ -21,4 +22,5 @@ __all__ = [
     "run_reduced_coords",
     "run_labels",
     "run_enrichment",
+    "run_cluster_map",
 ]

@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster_assets import cluster_map, map_html
 from cluster_assets.reduction import MapReducer
 from cluster_assets.spec import ClusterDefinition, DimensionReduction
 from cluster_assets.stages import layout
@@ -55,9 +54,6 @@ def run_reduced_coords(storage, spec: ClusterDefinition, run_id: str) -> StageRe
         with timed(result, "transform_s"):
             rows = storage.write_batches(coord_schema, coords(), *layout.asset_parts(spec, layout.COORDS))
         storage.write_batches(member_schema, members, *layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
-        with timed(result, "map_s"):
-            draw_maps(storage, spec, run_id, pa.concat_tables(members) if members else member_schema.empty_table(),
-                      axes, result)
     result.row_count = rows
     result.uri = storage.uri(*layout.asset_parts(spec, layout.COORDS))
     result.paths["members_artifact"] = storage.uri(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
@@ -69,23 +65,3 @@ def run_reduced_coords(storage, spec: ClusterDefinition, run_id: str) -> StageRe
     })
     return result
 
-
-def draw_maps(storage, spec: ClusterDefinition, run_id: str, members: pa.Table, axes: tuple[str, ...],
-              result: StageResult) -> None:
-    """The run's map: a PNG artifact, a small copy inline in the metadata, and the interactive HTML."""
-    clusters, note = map_html.current_clusters(storage, spec)
-    names = {c.cluster_id: c.label for c in clusters}
-    coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes[:2]])
-    labels = members.column("cluster_id").to_numpy(zero_copy_only=False)
-    title = f"{spec.cluster_name}: {len(labels):,} documents, {len(clusters)} clusters" + \
-        (" (x, y of 3-D coordinates)" if len(axes) == 3 else "")
-    picture = cluster_map.render_map(coords, labels, names, title=title)
-    result.paths["map_png"] = storage.write_bytes(picture.png, *layout.artifact_parts(spec, run_id,
-                                                                                      layout.MAP_PNG_ARTIFACT))
-    markdown, size = cluster_map.inline_markdown(coords, labels, names, title=title)
-    result.markdown["map"] = markdown + (f"\n\n_{note}_" if note else "")
-    result.metadata["map_labels_drawn"] = picture.labels_drawn
-    result.paths["map_html"] = map_html.write_run_map(storage, spec, run_id, clusters=clusters,
-                                                      notes=[note] if note else [])
-    if note:
-        result.warnings.append(f"map: {note}")
