@@ -9,14 +9,14 @@ import dagster as dg
 import pytest
 
 from cluster_assets import triggers
+from cluster_assets.factory import STAGES
 from cluster_assets.loader import build_defs
 from cluster_assets.resources import StorageResource
 from cluster_assets.spec import load_definitions
 from cluster_assets_tests.conftest import write_definition
 from cluster_assets_tests.small import append_blobs, definition, write_blobs
 
-GROUP_KEYS = {f"blobs/{s}" for s in ("sample", "embeddings", "assignments", "reduced_coords", "labels",
-                                     "enriched_collection")}
+GROUP_KEYS = {f"blobs/{s}" for s in STAGES}
 
 
 @pytest.fixture
