@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from cluster_assets.factory import STAGES
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import load_definitions
 from cluster_assets_tests.conftest import materialize_group, write_definition, write_table
@@ -113,8 +114,7 @@ def test_one_broken_definition_does_not_stop_the_others(definitions_dir, caplog,
     write_definition(definitions_dir, {**GOOD, "cluster_name": "invalid", "algorithm": "nope"})
     defs, errors = skipped(definitions_dir, caplog)
     keys = {key.to_user_string() for a in defs.assets if isinstance(a, dg.AssetsDefinition) for key in a.keys}
-    assert keys == {f"points/{stage}" for stage in ("sample", "embeddings", "assignments", "reduced_coords",
-                                                     "labels", "enriched_collection")}
+    assert keys == {f"points/{stage}" for stage in STAGES}
     assert len(errors) == 2
     assert any(str(definitions_dir / "broken.yaml") in e for e in errors)
     assert any(str(definitions_dir / "invalid.json") in e and "algorithm" in e for e in errors)

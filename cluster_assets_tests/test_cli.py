@@ -232,7 +232,7 @@ def test_definitions_show_before_any_run(definitions_dir, storage_root):
     report = json.loads(result.stdout)
     assert report["definition"]["algorithm_config"] == {"num_clusters": 3}
     assert report["asset_keys"]["stages"] == [f"good_one/{s}" for s in (
-        "sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection")]
+        "sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection", "cluster_map")]
     assert report["asset_keys"]["sources"] == ["collections/digits"]
     assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_out", "exists": False}]
     assert not any(stage["exists"] for stage in report["stage_outputs"].values())

@@ -110,9 +110,13 @@ def test_definitions_refuse_bad_shapes_and_modalities_naming_file_and_field():
     message = str(bad_modality.value)
     assert message.startswith("shop.yaml: llm_labeling") and "input_mappings.1.input_key" in message
     assert "cannot take video_url" in message
-    with pytest.raises(DefinitionError, match="input_key"):
+    with pytest.raises(DefinitionError, match="input_key"):  # an unknown media key is a typo, not text
         parse_definition({**base, "llm_labeling": {"labeling_inputs": {"input_mappings": [
-            {"input_key": "pdf", "source_type": "payload", "path": "t"}]}}}, "shop.yaml")
+            {"input_key": "pdf_url", "source_type": "payload", "path": "t"}]}}}, "shop.yaml")
+    # the reference also names text inputs after their field: those load, as text
+    named = parse_definition({**base, "llm_labeling": {"labeling_inputs": {"input_mappings": [
+        {"input_key": "title", "source_type": "payload", "path": "title"}]}}}, "shop.yaml")
+    assert named.llm_labeling.labeling_inputs.input_mappings[0].input_key == "text"
     spec = parse_definition({**base, "llm_labeling": {"provider": "openai_chat_v1", "model": "gpt-x",
                                                       "presign_expiry_seconds": 60}})
     assert (spec.llm_labeling.provider, spec.llm_labeling.model_name) == ("openai", "gpt-x")
