@@ -43,8 +43,8 @@ class DimensionReduction(_Strict):
     components: Literal[2, 3] = Field(2, validation_alias=AliasChoices("components", "n_components"))
     config: dict[str, Any] = Field(default_factory=dict)
     # UMAP is fitted on at most this many points and applied to the rest: a 2-D map
-    # needs far fewer points than the collection has.
-    fit_size: int = Field(10_000, ge=10)
+    # needs far fewer points than the collection has (5k fit: ~2 s; placing 1M points: ~15 s).
+    fit_size: int = Field(5_000, ge=10)
 
 
 class InputMapping(_Strict):
