@@ -36,6 +36,7 @@ def main(definitions_dir: str, storage_root: str, out_json: str) -> None:
         "reduced_coords": lambda: stages.run_reduced_coords(storage, spec, run_id),
         "labels": lambda: stages.run_labels(storage, spec, run_id),
         "enriched_collection": lambda: stages.run_enrichment(storage, spec),
+        "cluster_map": lambda: stages.run_cluster_map(storage, spec, run_id),
     }
     imports_s = time.perf_counter() - start
     report: dict = {"imports_s": round(imports_s, 3), "stages": {}}

@@ -349,22 +349,3 @@ def text_mappings(*paths: str) -> dict:
     return {"input_mappings": [{"input_key": "text", "source_type": "payload", "path": p} for p in paths]}
 
 
-@pytest.fixture
-def moto_s3(monkeypatch):
-    """moto's S3 server on 127.0.0.1, with the AWS variables boto3 (and dagster-aws) read pointed at it."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    yield endpoint
-    server.stop()

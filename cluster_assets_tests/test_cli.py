@@ -344,24 +344,11 @@ def test_definitions_show_after_a_run_sees_the_stage_outputs(materialized):
 
 # --- the same commands against S3 (moto's server on loopback) ------------------------------------
 @pytest.fixture
-def s3_root(monkeypatch) -> str:
-    import socket
-
+def s3_root(moto_s3) -> str:
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="clusters")
-    yield "s3://clusters/team"
-    server.stop()
+    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(Bucket="clusters")
+    return "s3://clusters/team"
 
 
 def test_import_list_show_and_artifacts_on_s3(s3_root, tmp_path):

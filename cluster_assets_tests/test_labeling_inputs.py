@@ -13,7 +13,6 @@ from cluster_assets.labeling.inputs import (
 )
 from cluster_assets.labeling.shape import AnswerError, parse_answer, response_schema, wire_schema
 from cluster_assets.spec import DefinitionError, InputMapping, parse_definition
-from cluster_assets_tests.llm_servers import moto_s3  # noqa: F401 - fixture
 
 DOC = {
     "document_id": "d1",

@@ -13,7 +13,7 @@ from cluster_assets.labeling.llm import LLMLabeler
 from cluster_assets.labeling.providers import OpenAIProvider
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
     KEY, Answer, FakeLLMServer, Stall, Status, Text, anthropic_server, definition, documents, evidence, media_urls,
-    moto_s3, no_llm_environment, openai_server, sent_schema, text_mappings, user_text,
+    no_llm_environment, openai_server, sent_schema, text_mappings, user_text,
 )
 
 pytestmark = pytest.mark.usefixtures("no_llm_environment")
