@@ -14,7 +14,7 @@ import pytest
 
 from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
-    KEY, Status, documents, no_llm_environment, openai_server,
+    KEY, Status, documents, no_llm_environment, openai_server, user_text,
 )
 
 pytestmark = pytest.mark.usefixtures("no_llm_environment")
@@ -160,3 +160,42 @@ def test_dagster_cli_materializes_the_labels_with_the_key_from_the_environment(
     labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
     assert labels.column("labeling_source").to_pylist() == ["llm"] * 8
     assert files_containing(dagster_home, KEY.encode()) == []
+
+
+def test_hierarchy_parents_are_named_by_the_llm_from_their_childrens_labels(
+        openai_server, demo_storage, definitions_dir, dagster_home, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    write_definition(definitions_dir, {
+        "cluster_name": "products_tree",
+        "source_collection_ids": ["products"],
+        "feature_addresses": ["text_embedding"],
+        "algorithm": "kmeans",
+        "algorithm_config": {"num_clusters": 8},
+        "hierarchical": True,
+        "hierarchy": {"levels": 2, "top_nodes": 3},
+        "dimension_reduction": {"method": "pca"},
+        "llm_labeling": {"provider": "openai", "model_name": "fake-model", "base_url": openai_server.base_url,
+                         "labeling_inputs": {"input_mappings": [
+                             {"input_key": "text", "source_type": "payload", "path": "title"}]}},
+    })
+    result = materialize_group(definitions_dir, "products_tree", dg.DagsterInstance.get())
+    assert result.success
+    run = result.run_id
+    nodes = demo_storage.read_table("artifacts", "products_tree", run, "hierarchy.parquet").to_pylist()
+    leaves = {n["node_id"]: n for n in nodes if n["is_leaf"]}
+    parents = [n for n in nodes if not n["is_leaf"]]
+    assert leaves and 1 <= len(parents) <= 3
+
+    requests = openai_server.completions()
+    parent_requests = [r for r in requests if "sub-clusters listed below" in user_text(r.body)]
+    assert len(parent_requests) == len(parents) and len(requests) == len(leaves) + len(parents)
+    for request in parent_requests:
+        text = user_text(request.body)
+        assert "Document 1:" not in text  # children's labels and keywords, never raw documents
+        named_children = [l["label"] for l in leaves.values() if f"- {l['label']} (" in text]
+        assert named_children  # each parent prompt lists its children by their (LLM) labels
+    # the parents carry the LLM's answers (the fake server labels a parent "About media": it saw no document)
+    assert all(p["label"] == "About media" for p in parents)
+    metadata = {k: v.value for k, v in dg.DagsterInstance.get().get_latest_materialization_event(
+        dg.AssetKey(["products_tree", "labels"])).asset_materialization.metadata.items()}
+    assert metadata["parent_labeling_source"] == "llm"

@@ -27,7 +27,7 @@ from cluster_assets.labeling.inputs import (
     Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
     sigv4_s3_client,
 )
-from cluster_assets.labeling.prompts import Prompt, build_prompt
+from cluster_assets.labeling.prompts import Prompt, build_parent_prompt, build_prompt
 from cluster_assets.labeling.providers.base import Completion, Provider
 
 MAX_LISTED = 20  # per-cluster details kept in metadata
@@ -169,6 +169,25 @@ class LLMLabeler:
         metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
         return LabelingOutcome(labels, metadata["labeling_source"], metadata, warnings=warnings,
                                extra_types=shape.extra_types(self.config.response_shape))
+
+    def label_parents(self, parents: list) -> LabelingOutcome:
+        """Name a hierarchy's parents (``hierarchy.ParentEvidence``) from their children's labels and
+        keywords, with the same cache, concurrency and per-node fallback as the clusters."""
+        start = time.perf_counter()
+
+        def one(parent) -> ClusterResult:
+            evidence = ClusterEvidence(parent.node_id, parent.count, parent.keywords, [], parent.data_label)
+            prompt = build_parent_prompt(node_id=parent.node_id, count=parent.count, children=parent.prompt_text(),
+                                         schema=self.schema, include_summary=self.config.include_summary,
+                                         include_keywords=self.config.include_keywords)
+            return self.label_one(evidence, prompt, has_documents=True)
+
+        workers = max(1, min(self.config.max_concurrency, len(parents)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-parent") as pool:
+            results = list(pool.map(one, parents))
+        metadata = self.metadata(results)
+        metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
+        return LabelingOutcome([r.label for r in results], metadata["labeling_source"], metadata)
 
     def metadata(self, results: Sequence[ClusterResult]) -> dict:
         fallbacks = [r for r in results if r.reason is not None]

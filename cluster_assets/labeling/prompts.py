@@ -27,6 +27,12 @@ CLUSTER_PROMPT = Template(
     "and tells this cluster apart from others$summary_clause$keywords_clause, and rate your confidence "
     "that the label fits every document shown, from 0 to 1."
 )
+PARENT_PROMPT = Template(
+    "Group $cluster_id holds $count documents, gathered from the sub-clusters listed below with their "
+    "labels and keywords. Give the group a short label (2-5 words) for the broader topic its sub-clusters "
+    "share$summary_clause$keywords_clause, and rate your confidence that the label fits every sub-cluster, "
+    "from 0 to 1.\n\n$children"
+)
 SUMMARY_CLAUSE = ", a one- or two-sentence summary"
 KEYWORDS_CLAUSE = ", 3 to 8 keywords"
 
@@ -80,3 +86,15 @@ def merged_parts(parts: tuple[Part, ...] | list[Part]) -> list[Part]:
         else:
             out.append(part)
     return out
+
+
+def build_parent_prompt(*, node_id: int, count: int, children: str, schema: dict,
+                        include_summary: bool, include_keywords: bool) -> Prompt:
+    """A hierarchy parent's request: its children's labels and keywords, never raw documents."""
+    text = PARENT_PROMPT.substitute(
+        cluster_id=node_id, count=count, children=children,
+        summary_clause=SUMMARY_CLAUSE if include_summary else "",
+        keywords_clause=KEYWORDS_CLAUSE if include_keywords else "",
+    )
+    parts = (Part(TEXT, text), Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
+    return Prompt(SYSTEM_PROMPT.substitute(), parts)
