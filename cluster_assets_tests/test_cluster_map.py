@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -261,16 +260,10 @@ def test_cluster_map_shows_the_map_in_dagster_and_the_cli_writes_the_html(
 
 def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
     """A real webserver and a run submitted through GraphQL: the cluster_map page shows the map PNG."""
-    import time
-
-    import dagster as dg
-    from dagster_graphql import DagsterGraphQLClient
-
     from cluster_assets.demo import write_demo_collections
-    from cluster_assets.factory import STAGES
     from cluster_assets.storage import Storage
     from cluster_assets_tests.conftest import write_definition
-    from cluster_assets_tests.webserver import LOCATION, running_webserver
+    from cluster_assets_tests.webserver import materialize_group_through_graphql, running_webserver
 
     storage_root = str(tmp_path / "storage")
     write_demo_collections(Storage(storage_root))
@@ -280,14 +273,7 @@ def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
         "cluster_name": "digits_ui", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
         "algorithm": "kmeans", "algorithm_config": {"num_clusters": 10}, "dimension_reduction": {"method": "pca"}})
     with running_webserver(tmp_path, folder, storage_root) as server:
-        client = DagsterGraphQLClient(server.host, port_number=server.port)
-        run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
-                                             asset_selection=[["digits_ui", s] for s in STAGES])
-        deadline = time.monotonic() + 300
-        while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
-            assert time.monotonic() < deadline, "the run did not finish"
-            time.sleep(1)
-        assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+        materialize_group_through_graphql(server, "digits_ui")
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(f"{server.url}/assets/digits_ui/cluster_map")

@@ -9,7 +9,6 @@ then read what that run left: assets, artifacts, enriched collections, metadata.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections import Counter
 from pathlib import Path

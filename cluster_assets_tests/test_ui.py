@@ -9,18 +9,14 @@ the browser or Playwright the test is skipped, saying why. Screenshots land in
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-import dagster as dg
 import pytest
-from dagster_graphql import DagsterGraphQLClient
 
-from cluster_assets.factory import STAGES
 from cluster_assets.storage import Storage
 from cluster_assets_tests.conftest import REPO, write_definition
 from cluster_assets_tests.small import definition, write_blobs
-from cluster_assets_tests.webserver import LOCATION, running_webserver
+from cluster_assets_tests.webserver import LOCATION, materialize_group_through_graphql, running_webserver
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,14 +48,7 @@ def finished_run(tmp_path_factory):
                   {"type": "event", "name": "on_arrival", "min_new_documents": 10}],
     ))
     with running_webserver(root, folder, storage_root) as server:
-        client = DagsterGraphQLClient(server.host, port_number=server.port)
-        run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
-                                             asset_selection=[["blobs", stage] for stage in STAGES])
-        deadline = time.monotonic() + 300
-        while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
-            assert time.monotonic() < deadline, "the run did not finish"
-            time.sleep(1)
-        assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+        run_id = materialize_group_through_graphql(server, "blobs")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})

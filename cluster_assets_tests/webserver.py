@@ -113,3 +113,22 @@ def running_webserver(workdir: Path, definitions_dir: Path, storage_root: str, t
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
+
+
+def materialize_group_through_graphql(server: Webserver, group: str, timeout: float = 300) -> str:
+    """Submit every stage of ``group`` to the webserver with Dagster's GraphQL client, poll to the end,
+    and return the run id of a successful run."""
+    import dagster as dg
+    from dagster_graphql import DagsterGraphQLClient
+
+    from cluster_assets.factory import STAGES
+
+    client = DagsterGraphQLClient(server.host, port_number=server.port)
+    run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
+                                         asset_selection=[[group, stage] for stage in STAGES])
+    deadline = time.monotonic() + timeout
+    while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(1)
+    assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
+    return run_id
