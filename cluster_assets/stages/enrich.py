@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
@@ -40,7 +41,8 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
         label_ids = labels.column("cluster_id").to_numpy()
         lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)  # cluster id -> label row; -1 row = noise
         lookup[label_ids] = np.arange(len(label_ids))
-        representatives = {i for ids in labels.column("representative_ids").to_pylist() for i in ids}
+        representatives = pa.array(sorted({i for ids in labels.column("representative_ids").to_pylist() for i in ids}),
+                                   pa.string())
         taxonomy = classify_documents(storage, spec) if spec.taxonomy else None
         targets = spec.target_collection_ids()
         written: dict[str, int] = {}
@@ -72,7 +74,7 @@ def run_enrichment(storage, spec: ClusterDefinition) -> StageResult:
                         take = pa.array(label_rows, mask=label_rows < 0)
                         for name in fields:
                             if name == "representative":
-                                values = pa.array([i in representatives for i in ids.to_pylist()])
+                                values = pc.is_in(ids, value_set=representatives)
                             else:
                                 values = labels.column(name).take(take)
                             table = _set(table, name, values)
