@@ -1,13 +1,13 @@
-"""Asset checks on each definition's ``<cluster>/assignments``: drift, noise share, cluster sizes.
+"""Asset checks on each definition's fit, over every file's assignments: drift, noise share, cluster sizes.
 
-Thresholds come from the definition's ``checks`` block. A failing check is a WARN by
-default; with ``checks.blocking: true`` it is an ERROR on a blocking check, so the
-stages after ``assignments`` (coordinates, labels, the enriched collection) are not
-materialized from assignments that failed it.
+They sit on ``<cluster>/labels``, the stage that completes a fit (checks stay off the per-file
+partitioned assets: partitioned checks are a preview feature in Dagster 1.13). Thresholds come
+from the definition's ``checks`` block. A failing check is a WARN by default; with
+``checks.blocking: true`` it is an ERROR on a blocking check, so the enriched collection and the
+map are not materialized from a fit that failed it.
 
-The previous run's assignments are the copy ``assets/<cluster>/previous_assignments.parquet``
-that the assignments stage keeps before replacing them; the first run has none and
-its drift check passes, saying so.
+Drift compares the current fit's assignments with the previous complete fit's, file by file;
+the first fit has none and its drift check passes, saying so.
 """
 
 
@@ -17,7 +17,10 @@ import dagster as dg
 
 from cluster_assets import drift as measures
 from cluster_assets.spec import ClusterDefinition
+import pyarrow as pa
+
 from cluster_assets.stages import layout
+from cluster_assets.stages.sample import source_files
 
 CHECK_NAMES = ("drift", "noise_share", "cluster_sizes")
 DESCRIPTIONS = {
@@ -30,7 +33,19 @@ DESCRIPTIONS = {
 
 
 def assignments_key(spec: ClusterDefinition) -> dg.AssetKey:
-    return dg.AssetKey([spec.cluster_name, "assignments"])
+    """The asset the checks sit on: the fit's labels, which aggregate every file's assignments."""
+    return dg.AssetKey([spec.cluster_name, "labels"])
+
+
+def fit_assignments(storage, spec: ClusterDefinition, fit_id: str) -> pa.Table | None:
+    """Every current file's assignments in one fit (document_id, cluster_id); None when it has none."""
+    files = [p for p in source_files(storage, spec)
+             if storage.exists(*layout.file_parts(spec, fit_id, p, layout.ASSIGNMENTS))]
+    if not files:
+        return None
+    return pa.concat_tables(
+        storage.read_table(*layout.file_parts(spec, fit_id, p, layout.ASSIGNMENTS), columns=[measures.ID, "cluster_id"])
+        .replace_schema_metadata(None) for p in files)
 
 
 def build_cluster_checks(spec: ClusterDefinition) -> list[dg.AssetChecksDefinition]:
@@ -65,21 +80,21 @@ def build_cluster_checks(spec: ClusterDefinition) -> list[dg.AssetChecksDefiniti
 
 
 def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) -> Iterator[dg.AssetCheckResult]:
-    """The three results, from the files under ``assets/<cluster>/``."""
+    """The three results, from the current fit's files (and the previous fit's, for drift)."""
     config = spec.checks
     key = assignments_key(spec)
-    parts = layout.asset_parts(spec, layout.ASSIGNMENTS)
-    if not storage.exists(*parts):
+    current_fit = layout.read_current(storage, spec)
+    current = fit_assignments(storage, spec, current_fit.fit_id) if current_fit else None
+    if current is None:
         for name in CHECK_NAMES:
             yield dg.AssetCheckResult(check_name=name, asset_key=key, passed=False, severity=severity,
-                                      description=f"no assignments at {storage.uri(*parts)}: materialize "
-                                                  f"{spec.cluster_name}/assignments first")
+                                      description=f"no complete fit of {spec.cluster_name!r}: run "
+                                                  f"`cluster-assets run {spec.cluster_name}` first")
         return
-    current = storage.read_table(*parts, columns=[measures.ID, "cluster_id"])
 
-    previous_parts = layout.asset_parts(spec, layout.PREVIOUS_ASSIGNMENTS)
-    if storage.exists(*previous_parts):
-        previous = storage.read_table(*previous_parts, columns=[measures.ID, "cluster_id"])
+    previous = (fit_assignments(storage, spec, current_fit.previous_fit_id)
+                if current_fit.previous_fit_id else None)
+    if previous is not None:
         d = measures.drift(previous, current)
         passed = d.changed_share <= config.max_changed_share
         yield dg.AssetCheckResult(
@@ -92,11 +107,12 @@ def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) 
                 "compared_documents": dg.MetadataValue.int(d.compared),
                 "adjusted_rand_index": dg.MetadataValue.float(round(d.ari, 4)),
                 "max_changed_share": dg.MetadataValue.float(config.max_changed_share),
+                "previous_fit_id": dg.MetadataValue.text(current_fit.previous_fit_id),
             },
         )
     else:
         yield dg.AssetCheckResult(check_name="drift", asset_key=key, passed=True, severity=severity,
-                                  description="first run: no previous assignments to compare with")
+                                  description="first fit: no previous assignments to compare with")
 
     sizes = measures.cluster_sizes(current)
     yield dg.AssetCheckResult(

@@ -8,29 +8,15 @@ call so that every closure sees its own definition.
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import dagster as dg
 
-from cluster_assets import stages
+from cluster_assets import lineage, partitions
 from cluster_assets.profiling import peak_rss
 from cluster_assets.spec import ClusterDefinition, LoadedDefinition
-from cluster_assets.stages import StageResult
+from cluster_assets.stages import STAGES, Stage, StageResult
 from cluster_assets.storage import Storage
-
-STAGES = ("sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection", "cluster_map")
-
-DESCRIPTIONS = {
-    "sample": "Checks document ids and picks the seeded sample the models are fitted on.",
-    "embeddings": "Resolves the feature addresses into one validated float32 matrix for every document.",
-    "assignments": "Fits {algorithm} on the sample and assigns every document to a cluster (-1 = noise).",
-    "reduced_coords": "Map coordinates (UMAP/PCA) for every document; writes the run's members.parquet.",
-    "labels": "Names every cluster (label, summary, keywords); writes the run's centroids.parquet.",
-    "enriched_collection": "Writes the source documents with cluster_id and label fields to {targets}.",
-    "cluster_map": "The labelled map of the clusters: a PNG shown here, map.png and the interactive map.html "
-                   "beside the run's artifacts.",
-}
-
 
 def collection_key(collection_id: str) -> dg.AssetKey:
     return dg.AssetKey(["collections", collection_id])
@@ -72,59 +58,59 @@ def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext
 
 
 def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list[dg.AssetsDefinition]:
+    """One asset per declared stage: the per-file stages partitioned by the definition's files."""
     prefix = spec.cluster_name
-    keys = {stage: dg.AssetKey([prefix, stage]) for stage in STAGES}
-    upstream = {
-        "sample": [collection_key(c) for c in spec.source_collection_ids],
-        "embeddings": [keys["sample"]],
-        "assignments": [keys["embeddings"]],
-        "reduced_coords": [keys["assignments"]],
-        "labels": [keys["reduced_coords"]],
-        "enriched_collection": [keys["labels"]] + ([taxonomy_key(spec.taxonomy.name)] if spec.taxonomy else []),
-        "cluster_map": [keys["reduced_coords"], keys["labels"]],
-    }
-    tags = {"cluster_assets/cluster": spec.group_name}
+    code_version = _code_version(spec)
+    files = partitions.files_partitions(spec)
     details = {
         "algorithm": spec.algorithm,
         "targets": ", ".join(sorted(set(spec.target_collection_ids().values()))),
     }
 
-    def make(stage: str, run: Callable[[dg.AssetExecutionContext, Storage], StageResult],
-             resources: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
-        description = DESCRIPTIONS[stage].format(**details)
+    def make(stage: Stage) -> dg.AssetsDefinition:
+        description = stage.description.format(**details)
         if spec.description:
             description += f"\n\n{spec.description}"
+        deps = [dg.AssetKey([prefix, name]) for name in stage.reads]
+        if stage.reads_sources:
+            deps += [collection_key(c) for c in spec.source_collection_ids]
+        if stage.name == "enriched_collection" and spec.taxonomy:
+            deps.append(taxonomy_key(spec.taxonomy.name))
 
         @dg.asset(
-            key=keys[stage],
-            deps=upstream[stage],
+            key=dg.AssetKey([prefix, stage.name]),
+            deps=deps,
             group_name=spec.group_name,
             description=description,
             kinds={"python", "parquet"},
-            tags={"cluster_assets/stage": stage},
-            op_tags=tags,
+            tags={"cluster_assets/stage": stage.name},
+            op_tags={"cluster_assets/cluster": spec.group_name},
             metadata={"definition_file": source_file, "algorithm": spec.algorithm},
-            code_version=_code_version(spec),
-            required_resource_keys={"storage", *resources},
+            code_version=code_version,
+            required_resource_keys={"storage", *stage.resources},
+            partitions_def=files if stage.per_file else None,
+            # one run covers a range of files (or all of them): the step gets every key at once
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            # steps of one definition never overlap, whichever run they belong to
+            pool=pool_name(spec),
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            storage = context.resources.storage.get()
+            ctx = lineage.stage_context(context, spec, stage.name, storage, code_version)
+            if "llm" in stage.resources:
+                ctx.labeler = context.resources.llm.labeler(spec, storage)
             with peak_rss() as memory:
-                result = run(context, context.resources.storage.get())
+                result = stage.run(ctx)
             result.metadata.update(memory)
             return to_materialize_result(result, context)
 
         return stage_asset
 
-    return [
-        make("sample", lambda ctx, st: stages.run_sample(st, spec)),
-        make("embeddings", lambda ctx, st: stages.run_embeddings(st, spec)),
-        make("assignments", lambda ctx, st: stages.run_assignments(st, spec)),
-        make("reduced_coords", lambda ctx, st: stages.run_reduced_coords(st, spec, ctx.run_id)),
-        make("labels", lambda ctx, st: stages.run_labels(st, spec, ctx.run_id, ctx.resources.llm.labeler(spec, st)),
-             resources=frozenset({"llm"})),
-        make("enriched_collection", lambda ctx, st: stages.run_enrichment(st, spec)),
-        make("cluster_map", lambda ctx, st: stages.run_cluster_map(st, spec, ctx.run_id)),
-    ]
+    return [make(stage) for stage in STAGES]
+
+
+def pool_name(spec: ClusterDefinition) -> str:
+    return f"cluster_assets/{spec.group_name}"
 
 
 def _code_version(spec: ClusterDefinition) -> str:

@@ -120,26 +120,17 @@ def _clusters_of(table: pa.Table, counts: dict[int, int] | None = None) -> list[
     return out
 
 
-def current_clusters(storage, spec) -> tuple[list[ClusterInfo], str | None]:
-    """The clusters of the latest assignments with their labels, if the labels are as recent; else numbered.
-
-    Returns the clusters and, when labels are missing or older than the clusters, a note saying so.
-    """
+def current_clusters(storage, spec, fit_id: str) -> tuple[list[ClusterInfo], str | None]:
+    """The clusters of a fit with their labels; numbered, with a note saying so, while it has none."""
     from cluster_assets.stages import layout
 
-    clusters = storage.read_table(*layout.asset_parts(spec, layout.CLUSTERS), columns=["cluster_id", "count"])
+    clusters = storage.read_table(*layout.fit_parts(spec, fit_id, layout.CLUSTERS), columns=["cluster_id", "count"])
     counts = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist()))
-    numbered = [ClusterInfo(c, f"Cluster {c}", n) for c, n in counts.items()]
-    labels_parts = layout.asset_parts(spec, layout.LABELS)
+    labels_parts = layout.fit_parts(spec, fit_id, layout.LABELS)
     if not storage.exists(*labels_parts):
-        return numbered, "no labels yet: clusters are shown by number"
-    infos = storage.fs.get_file_info([storage.path(*labels_parts),
-                                      storage.path(*layout.asset_parts(spec, layout.CLUSTERS))])
-    labels = storage.read_table(*labels_parts)
-    if (infos[0].mtime and infos[1].mtime and infos[0].mtime < infos[1].mtime) or \
-            set(labels.column("cluster_id").to_pylist()) != set(counts):
-        return numbered, "labels are older than the clusters: shown by number until labels are materialized"
-    return _clusters_of(labels, counts), None
+        return [ClusterInfo(c, f"Cluster {c}", n) for c, n in counts.items()], \
+            "no labels yet: clusters are shown by number"
+    return _clusters_of(storage.read_table(*labels_parts), counts), None
 
 
 def run_map_data(storage, spec, run_id: str, max_points: int = MAX_POINTS, seed: int = 0,

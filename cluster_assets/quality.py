@@ -62,6 +62,40 @@ class ClusterStats:
             self.unit_sums[c] = self.unit_sums.get(c, 0) + units[row]
         return self
 
+    def merge(self, other: "ClusterStats") -> "ClusterStats":
+        for c, n in other.counts.items():
+            self.counts[c] = self.counts.get(c, 0) + n
+            self.sums[c] = self.sums.get(c, 0) + other.sums[c]
+            self.unit_sums[c] = self.unit_sums.get(c, 0) + other.unit_sums[c]
+        return self
+
+    def to_table(self) -> pa.Table:
+        """One row per cluster (noise included): what ``from_table`` reads back."""
+        ids = sorted(self.counts)
+        dim = len(next(iter(self.sums.values()))) if self.sums else 0
+        sums = np.array([self.sums[c] for c in ids], dtype=np.float64).reshape(-1)
+        units = np.array([self.unit_sums[c] for c in ids], dtype=np.float64).reshape(-1)
+        return pa.table({
+            "cluster_id": pa.array(ids, pa.int32()),
+            "count": pa.array([self.counts[c] for c in ids], pa.int64()),
+            "sum": pa.FixedSizeListArray.from_arrays(pa.array(sums), dim) if dim else pa.array([], pa.list_(pa.float64())),
+            "unit_sum": pa.FixedSizeListArray.from_arrays(pa.array(units), dim) if dim else pa.array([], pa.list_(pa.float64())),
+        })
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "ClusterStats":
+        stats = cls()
+        if not table.num_rows:
+            return stats
+        dim = table.schema.field("sum").type.list_size
+        sums = table.column("sum").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+        units = table.column("unit_sum").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+        for i, (c, n) in enumerate(zip(table.column("cluster_id").to_pylist(), table.column("count").to_pylist())):
+            stats.counts[c] = n
+            stats.sums[c] = sums[i]
+            stats.unit_sums[c] = units[i]
+        return stats
+
     def cluster_ids(self) -> list[int]:
         return sorted(c for c in self.counts if c >= 0)
 

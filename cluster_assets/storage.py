@@ -169,6 +169,42 @@ class Storage:
             )
         return files
 
+    def collection_file_infos(self, collection_id: str) -> list[pafs.FileInfo]:
+        """One ``FileInfo`` (path, size, mtime) per Parquet file of a collection: a listing, nothing read."""
+        return self.fs.get_file_info(self.collection_files(collection_id))
+
+    def file_path(self, collection_id: str, file_name: str) -> str:
+        check_safe_id(collection_id, "collection id")
+        if "/" in file_name or file_name.startswith(("_", ".")) or not file_name.endswith(".parquet"):
+            raise CollectionError(f"collection {collection_id!r}: {file_name!r} is not a Parquet file of it")
+        return self.path("collections", collection_id, file_name)
+
+    def file_info(self, collection_id: str, file_name: str) -> pafs.FileInfo:
+        info = self.fs.get_file_info(self.file_path(collection_id, file_name))
+        if info.type != pafs.FileType.File:
+            raise CollectionError(f"collection {collection_id!r}: file {file_name} is gone "
+                                  f"(removed since it was listed)")
+        return info
+
+    def iter_file(self, collection_id: str, file_name: str, columns: list[str] | None = None,
+                  batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """One file of a collection, batch by batch; errors name the collection and the file."""
+        where = f"collection {collection_id!r}, file {file_name}"
+        try:
+            parquet = self._parquet_file(self.file_path(collection_id, file_name))
+        except FileNotFoundError:
+            raise CollectionError(f"{where} is gone (removed since it was listed)") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CollectionError(f"{where} cannot be read: {exc}") from None
+        absent = [c for c in columns or [] if c not in parquet.schema_arrow.names]
+        if absent:
+            raise CollectionError(f"{where} has no column {absent[0]!r}; columns: "
+                                  f"{', '.join(parquet.schema_arrow.names)}")
+        try:
+            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CollectionError(f"{where} cannot be read: {exc}") from None
+
     def collection_exists(self, collection_id: str) -> bool:
         try:
             self.collection_files(collection_id)

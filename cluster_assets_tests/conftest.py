@@ -11,6 +11,7 @@ import pytest
 
 from cluster_assets.demo import write_demo_collections
 from cluster_assets.loader import build_defs
+from cluster_assets.spec import load_definitions
 from cluster_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,15 +65,15 @@ def write_table(storage: Storage, collection_id: str, table: pa.Table) -> None:
 
 def materialize_group(definitions_dir: Path, group: str, instance: dg.DagsterInstance | None = None,
                       raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    """Load the definitions folder as Dagster would and materialize one definition's group."""
+    """Load the definitions folder as Dagster would and run one definition in full (every file), as
+    ``cluster-assets run`` does."""
+    from cluster_assets.resources import default_storage_root
+    from cluster_assets.runs import run_full
+
     defs = build_defs(definitions_dir)
-    return dg.materialize(
-        [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-        resources=defs.resources,
-        selection=dg.AssetSelection.groups(group),
-        instance=instance or dg.DagsterInstance.ephemeral(),
-        raise_on_error=raise_on_error,
-    )
+    spec = next(d.spec for d in load_definitions(definitions_dir)[0] if d.spec.group_name == group)
+    return run_full(defs, spec, instance or dg.DagsterInstance.ephemeral(), Storage(default_storage_root()),
+                    raise_on_error=raise_on_error)
 
 
 @pytest.fixture

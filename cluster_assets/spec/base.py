@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MEDIA_INPUT_KEYS = ("image_url", "video_url", "audio_url")
-STANDARD_ENRICHMENT_FIELDS = ("label", "summary", "keywords", "confidence", "cluster_path", "representative")
+STANDARD_ENRICHMENT_FIELDS = ("cluster_id", "label", "summary", "keywords", "confidence", "cluster_path", "representative")
 
 
 def check_safe_id(value: str, what: str) -> str:

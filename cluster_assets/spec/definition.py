@@ -25,6 +25,8 @@ class DimensionReduction(_Strict):
 class Enrichment(_Strict):
     target_collection_id: str | None = None
     fields: list[str] = Field(default_factory=lambda: ["label", "summary", "keywords"])
+    # the source columns copied into the target; default: every column but the feature vectors
+    columns: list[str] | None = None
 
     @field_validator("target_collection_id")
     @classmethod
@@ -153,7 +155,11 @@ class ClusterDefinition(_Strict):
     def target_collection_ids(self) -> dict[str, str]:
         """Source collection id -> enriched collection id."""
         target = self.enrichment.target_collection_id
-        return {cid: target or f"{cid}_enriched" for cid in self.source_collection_ids}
+        return {cid: target or f"{cid}_{self.cluster_name}_enriched" for cid in self.source_collection_ids}
+
+    def multiple_sources_per_target(self, collection_id: str) -> bool:
+        targets = self.target_collection_ids()
+        return sum(1 for t in targets.values() if t == targets[collection_id]) > 1
 
     def fit_size(self) -> int:
         return self.sample_size or algorithms.REGISTRY[self.algorithm].default_fit_size

@@ -1,9 +1,8 @@
-"""``embeddings``: one validated float32 matrix for every document, and the sample's rows of it.
+"""``embeddings``: the sample's validated float32 matrix, and how every file's features are read.
 
-One pass over the feature columns of the source collections: addresses are
-resolved, lengths, NaN and infinities are checked document by document, and the
-combined matrix is written as Parquet (document_id, vector) so that later
-stages stream it in batches.
+Addresses are resolved once (the plan, kept beside the sample); lengths, NaN and
+infinities are checked document by document. Only the sample's matrix is written:
+the per-file stages read the feature columns straight from the source files.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from cluster_assets import features
 from cluster_assets.features import FeatureColumn, FeatureError
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
+from cluster_assets.stages.context import LineageError, StageContext
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.stages.sample import ID
 from cluster_assets.storage import CollectionError, Storage
@@ -63,19 +63,31 @@ def _dimension(storage: Storage, cid: str, column: str, kind: str, dtype: pa.Dat
     return None
 
 
-def document_batches(storage: Storage, spec: ClusterDefinition, plan: list[FeatureColumn]):
-    """Yield (collection_id, ids, matrix) for every batch of every source collection."""
+def file_batches(storage: Storage, spec: ClusterDefinition, plan: list[FeatureColumn], partition: str,
+                 batch_size: int = BATCH, rows: np.ndarray | None = None):
+    """Yield (ids, matrix) for one source file, validated as it streams; ``rows`` keeps only those rows."""
+    cid, name = layout.split_partition(partition)
     columns = [ID] + list(dict.fromkeys(f.column for f in plan))
-    for cid in spec.source_collection_ids:
-        for batch in storage.iter_collection(cid, columns, BATCH):
-            ids = batch.column(ID).cast(pa.string())
-            blocks = [
-                features.feature_block(batch.column(f.column), f, ids, f"collection {cid!r}, column {f.column!r}")
-                for f in plan
-            ]
-            X = features.combine(blocks, spec.normalize)
-            features.check_finite(X, ids, f"collection {cid!r}")
-            yield cid, ids, X
+    offset = 0
+    for batch in storage.iter_file(cid, name, columns, batch_size):
+        if rows is not None:
+            wanted = rows[(rows >= offset) & (rows < offset + batch.num_rows)] - offset
+            offset += batch.num_rows
+            if not len(wanted):
+                continue
+            batch = batch.take(pa.array(wanted))
+        ids = batch.column(ID).cast(pa.string())
+        where = f"collection {cid!r}, file {name}"
+        blocks = [features.feature_block(batch.column(f.column), f, ids, f"{where}, column {f.column!r}")
+                  for f in plan]
+        X = features.combine(blocks, spec.normalize)
+        features.check_finite(X, ids, where)
+        yield ids, X
+
+
+def load_plan(storage: Storage, spec: ClusterDefinition, sample_id: str) -> list[FeatureColumn]:
+    raw = json.loads(storage.read_bytes(*layout.sample_parts(spec, sample_id, layout.FEATURES)))
+    return [FeatureColumn(**f) for f in raw]
 
 
 def vector_table(ids: pa.Array, X: np.ndarray) -> pa.Table:
@@ -93,42 +105,51 @@ def read_matrix(table: pa.Table) -> np.ndarray:
     return vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), dim)
 
 
-def run_embeddings(storage: Storage, spec: ClusterDefinition) -> StageResult:
+def run_embeddings(ctx: StageContext) -> StageResult:
+    """The sample's validated matrix (only the sample is materialized) and the resolved feature plan."""
+    storage, spec = ctx.storage, ctx.spec
+    sample_id = ctx.need_sample()
     result = StageResult()
     with timed(result, "duration_s"):
+        sample_parts = layout.sample_parts(spec, sample_id, layout.SAMPLE)
+        if not storage.exists(*sample_parts):
+            raise LineageError(f"the sample {sample_id} of {spec.cluster_name!r} is gone: materialize "
+                               f"{spec.cluster_name}/sample again")
+        sample = storage.read_table(*sample_parts)
         plan = plan_features(storage, spec)
-        sample_ids = storage.read_table(*layout.asset_parts(spec, layout.SAMPLE), columns=[ID]).column(ID).combine_chunks()
         dim = sum(f.dim for f in plan)
-        schema = vector_schema(dim)
-        sample_parts: list[pa.Table] = []
-        counts = {"documents": 0}
-
-        def batches():
-            for _, ids, X in document_batches(storage, spec, plan):
-                table = vector_table(ids, X)
-                counts["documents"] += len(ids)
-                chosen = pc.is_in(ids, value_set=sample_ids)
-                if pc.any(chosen).as_py():
-                    sample_parts.append(table.filter(chosen))
-                yield table
-
-        storage.write_batches(schema, batches(), *layout.asset_parts(spec, layout.EMBEDDINGS), compression="none")
-        uri = storage.uri(*layout.asset_parts(spec, layout.EMBEDDINGS))
-        sample_table = pa.concat_tables(sample_parts) if sample_parts else schema.empty_table()
-        if sample_table.num_rows != len(sample_ids):
+        tables = []
+        files = sample.column("file").to_numpy(zero_copy_only=False)
+        rows = sample.column("row").to_numpy()
+        for partition in dict.fromkeys(files.tolist()):
+            chosen = np.sort(rows[files == partition])
+            for ids, X in file_batches(storage, spec, plan, partition, rows=chosen):
+                tables.append(vector_table(ids, X))
+        table = pa.concat_tables(tables) if tables else vector_schema(dim).empty_table()
+        expected = sample.column(ID).combine_chunks()
+        if not table.column(ID).combine_chunks().equals(expected):
             raise CollectionError(
-                f"the collection changed since the sample was taken ({sample_table.num_rows} of "
-                f"{len(sample_ids)} sampled documents found): materialize {spec.cluster_name}/sample again"
-            )
-        storage.write_table(sample_table, *layout.asset_parts(spec, layout.SAMPLE_EMBEDDINGS))
-        storage.write_bytes(json.dumps([f.to_dict() for f in plan]).encode(), *layout.asset_parts(spec, layout.FEATURES))
-    result.row_count = counts["documents"]
+                f"the source files changed since the sample was taken ({table.num_rows} of {len(expected)} sampled "
+                f"documents found where they were): materialize {spec.cluster_name}/sample again")
+        uri = storage.write_table(table, *layout.sample_parts(spec, sample_id, layout.EMBEDDINGS))
+        storage.write_bytes(json.dumps([f.to_dict() for f in plan]).encode(),
+                            *layout.sample_parts(spec, sample_id, layout.FEATURES))
+    result.row_count = table.num_rows
     result.uri = uri
     result.metadata.update({
-        "documents": counts["documents"],
+        layout.SAMPLE_ID_KEY: sample_id,
+        "sample_rows": table.num_rows,
         "dimensions": dim,
         "features": {f.address: f"{f.column} ({f.kind}, {f.dim} dims)" for f in plan},
-        "matrix_mb": round(counts["documents"] * dim * 4 / 1e6, 1),
-        "sample_rows": sample_table.num_rows,
+        "sample_matrix_mb": round(table.num_rows * dim * 4 / 1e6, 1),
     })
     return result
+
+
+def read_sample_matrix(storage: Storage, spec: ClusterDefinition, sample_id: str) -> tuple[pa.Array, np.ndarray]:
+    parts = layout.sample_parts(spec, sample_id, layout.EMBEDDINGS)
+    if not storage.exists(*parts):
+        raise LineageError(f"the sample embeddings {sample_id} of {spec.cluster_name!r} are gone: materialize "
+                           f"{spec.cluster_name}/embeddings again")
+    table = storage.read_table(*parts)
+    return table.column(ID).combine_chunks(), read_matrix(table)

@@ -8,21 +8,23 @@ that evidence into labels.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster_assets import hierarchy
+from cluster_assets import hierarchy, quality
 from cluster_assets import keywords as kw
 from cluster_assets.features import parse_address
 from cluster_assets.labeling import ClusterEvidence, Labeler, choose_labeler
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
-from cluster_assets.stages.embed import read_matrix
+from cluster_assets.stages.context import LineageError, StageContext
+from cluster_assets.stages.embed import read_matrix, read_sample_matrix
+from cluster_assets.stages.model import load_fit
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.stages.sample import ID
 
 SNIPPET = 160
+SILHOUETTE_SAMPLE = 5_000
 
 
 def text_columns(schema: pa.Schema, spec: ClusterDefinition, feature_columns: set[str]) -> list[str]:
@@ -60,18 +62,88 @@ def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -
     return out
 
 
-def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler | None = None) -> StageResult:
+def assigned_partitions(storage, spec: ClusterDefinition, fit_id: str, partitions: list[str], name: str) -> list[str]:
+    """The files among ``partitions`` that have a per-file output ``name`` in the fit."""
+    return [p for p in partitions if storage.exists(*layout.file_parts(spec, fit_id, p, name))]
+
+
+def fit_clusters(storage, spec: ClusterDefinition, fit, X: np.ndarray, partitions: list[str],
+                 result: StageResult) -> pa.Table:
+    """One row per cluster of the fit: centroid and count over every assigned file, quality, hierarchy."""
+    stats = quality.ClusterStats()
+    for p in partitions:
+        stats.merge(quality.ClusterStats.from_table(
+            storage.read_table(*layout.file_parts(spec, fit.fit_id, p, layout.STATS))))
+    cluster_ids = stats.cluster_ids()
+    centroids = stats.centroids(cluster_ids).astype(np.float32).reshape(len(cluster_ids), X.shape[1])
+    clusters = pa.table({
+        "cluster_id": pa.array(cluster_ids, pa.int32()),
+        "count": pa.array([stats.counts[c] for c in cluster_ids], pa.int64()),
+        "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.reshape(-1)), X.shape[1]),
+    })
+    with timed(result, "quality_s"):
+        readout = quality.assess(stats, X, fit.sample_labels, layout.seed(spec), SILHOUETTE_SAMPLE)
+    for name, column in readout.columns().items():
+        clusters = clusters.append_column(name, column)
+    if spec.hierarchical:
+        with timed(result, "hierarchy_s"):
+            clusters = add_hierarchy(storage, spec, fit, clusters, centroids, result)
+    documents = sum(stats.counts.values())
+    noise = stats.counts.get(-1, 0)
+    sizes = sorted((stats.counts[c] for c in cluster_ids), reverse=True)
+    result.metadata.update({
+        "documents": documents,
+        "noise_documents": noise,
+        "noise_share": round(noise / documents, 4) if documents else 0.0,
+        "largest_cluster": sizes[0] if sizes else 0,
+        "smallest_cluster": sizes[-1] if sizes else 0,
+        "cluster_sizes": {str(c): stats.counts[c] for c in cluster_ids},
+        "fitted_on": len(X),
+    })
+    result.metadata.update(readout.metadata())
+    result.markdown["cluster_quality"] = readout.markdown()
+    return clusters
+
+
+def add_hierarchy(storage, spec: ClusterDefinition, fit, clusters: pa.Table, centroids: np.ndarray,
+                  result: StageResult) -> pa.Table:
+    """Group the clusters into a tree (``hierarchical: true``): parent_id and level columns, and the nodes file."""
+    options = spec.hierarchy
+    tree = hierarchy.cluster_hierarchy(
+        clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist(), centroids,
+        algorithm=spec.algorithm, estimator=getattr(fit.model, "estimator_", None), point_labels=fit.sample_labels,
+        levels=options.levels, branching=options.branching, top_nodes=options.top_nodes, linkage=options.linkage)
+    storage.write_table(tree.to_table(), *layout.fit_parts(spec, fit.fit_id, layout.HIERARCHY))
+    parent = tree.parent_of()
+    level = dict(zip(tree.node_id.tolist(), tree.level.tolist()))
+    ids = clusters.column("cluster_id").to_pylist()
+    result.metadata.update({
+        "hierarchy_levels": tree.depth,
+        "hierarchy_nodes_per_level": [int((tree.level == i).sum()) for i in range(tree.depth)],
+        "hierarchy_source": tree.source,
+    })
+    return (clusters.append_column("parent_id", pa.array([parent[c] for c in ids], pa.int32()))
+            .append_column("level", pa.array([level[c] for c in ids], pa.int16())))
+
+
+def run_labels(ctx: StageContext) -> StageResult:
+    storage, spec, run_id = ctx.storage, ctx.spec, ctx.run_id
+    fit_id = ctx.need_fit()
     result = StageResult()
-    labeler = labeler or choose_labeler(spec, storage=storage)
+    labeler = ctx.labeler or choose_labeler(spec, storage=storage)
     with timed(result, "duration_s"):
-        sample = storage.read_table(*layout.asset_parts(spec, layout.SAMPLE_EMBEDDINGS))
-        X = read_matrix(sample)
-        sample_ids = sample.column(ID).combine_chunks()
-        assigned = storage.read_table(*layout.asset_parts(spec, layout.ASSIGNMENTS))
-        where = pd.Index(assigned.column(ID).to_numpy(zero_copy_only=False)).get_indexer(
-            sample_ids.to_numpy(zero_copy_only=False))
-        labels = assigned.column("cluster_id").to_numpy()[where].astype(np.int64)
-        clusters = storage.read_table(*layout.asset_parts(spec, layout.CLUSTERS))
+        fit = load_fit(storage, spec, fit_id)
+        sample_ids, X = read_sample_matrix(storage, spec, fit.sample_id)
+        labels = fit.sample_labels
+        partitions = assigned_partitions(storage, spec, fit_id, ctx.all_partitions or ctx.partitions, layout.STATS)
+        if not partitions:
+            raise LineageError(f"no file is assigned in fit {fit_id} of {spec.cluster_name!r}: materialize "
+                               f"{spec.cluster_name}/assignments first")
+        if len(partitions) < len(ctx.all_partitions):
+            result.warnings.append(f"{len(ctx.all_partitions) - len(partitions)} files are not assigned in this fit "
+                                   f"yet: the counts leave them out")
+        clusters = fit_clusters(storage, spec, fit, X, partitions, result)
+        storage.write_table(clusters, *layout.fit_parts(spec, fit_id, layout.CLUSTERS))
         cluster_ids = clusters.column("cluster_id").to_pylist()
         counts = dict(zip(cluster_ids, clusters.column("count").to_pylist()))
         centroid_matrix = read_matrix(clusters.select(["centroid"]).rename_columns(["vector"]))
@@ -100,21 +172,29 @@ def run_labels(storage, spec: ClusterDefinition, run_id: str, labeler: Labeler |
             outcome = labeler.label(evidence)
         table = labels_table(outcome.labels, outcome.source, outcome.extra_types)
         paths = {l.cluster_id: [l.label] for l in outcome.labels}
-        if spec.hierarchical and storage.exists(*layout.asset_parts(spec, layout.HIERARCHY)):
+        if spec.hierarchical and storage.exists(*layout.fit_parts(spec, fit_id, layout.HIERARCHY)):
             with timed(result, "parent_labeling_s"):
-                paths = label_hierarchy(storage, spec, run_id, labeler, outcome.labels, texts, labels, result)
+                paths = label_hierarchy(storage, spec, run_id, fit_id, labeler, outcome.labels, texts, labels, result)
         table = table.append_column("cluster_path", pa.array(
             [paths.get(c, []) for c in table.column("cluster_id").to_pylist()], pa.list_(pa.string())))
-        storage.write_table(table, *layout.asset_parts(spec, layout.LABELS))
+        storage.write_table(table, *layout.fit_parts(spec, fit_id, layout.LABELS))
         artifact = centroids_artifact(clusters, table)
         uri = storage.write_table(artifact, *layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT))
+        previous = layout.read_current(storage, spec)
+        layout.write_current(storage, spec, layout.CurrentFit(
+            fit_id=fit_id, sample_id=fit.sample_id, partitions=list(partitions),
+            previous_fit_id=(previous.previous_fit_id if previous and previous.fit_id == fit_id
+                             else previous.fit_id if previous else None)))
     result.row_count = len(cluster_ids)
-    result.uri = storage.uri(*layout.asset_parts(spec, layout.LABELS))
+    result.uri = uri
     result.paths["centroids_artifact"] = uri
+    result.metadata[layout.FIT_ID_KEY] = fit_id
     result.metadata.update(outcome.metadata)
     result.warnings.extend(outcome.warnings)
     result.metadata["num_clusters"] = len(cluster_ids)
     result.markdown["labels"] = labels_markdown(outcome.labels, counts)
+    if not cluster_ids:
+        result.warnings.append("every document is noise: loosen the algorithm's parameters")
     return result
 
 
@@ -157,14 +237,14 @@ def labels_markdown(labels: list[kw.ClusterLabel], counts: dict[int, int]) -> st
     return "\n".join(rows)
 
 
-def label_hierarchy(storage, spec: ClusterDefinition, run_id: str, labeler, leaf_labels: list[kw.ClusterLabel],
+def label_hierarchy(storage, spec: ClusterDefinition, run_id: str, fit_id: str, labeler, leaf_labels: list[kw.ClusterLabel],
                     texts: list[str], sample_leaf: np.ndarray, result: StageResult) -> dict[int, list[str]]:
     """Name the parents of the cluster tree, write the run's hierarchy artifact; each cluster's path of labels.
 
     A labeler with a ``label_parents(list[ParentEvidence])`` method (an LLM labeler) names the
     parents from their children's labels and keywords; otherwise, and on any failure, the data do.
     """
-    tree = hierarchy.ClusterTree.from_table(storage.read_table(*layout.asset_parts(spec, layout.HIERARCHY)))
+    tree = hierarchy.ClusterTree.from_table(storage.read_table(*layout.fit_parts(spec, fit_id, layout.HIERARCHY)))
     leaves = {l.cluster_id: l for l in leaf_labels}
     parents, meta = hierarchy.label_parents(tree, leaves, texts, sample_leaf,
                                             hook=getattr(labeler, "label_parents", None))

@@ -1,4 +1,4 @@
-"""``cluster_map``: the run's map, drawn from the latest coordinates and labels.
+"""``cluster_map``: the fit's map, drawn from every file's coordinates and the fit's labels.
 
 A PNG artifact (with a small copy inline in the materialization's Markdown
 metadata, so the UI shows it) and the interactive ``map.html``, both beside the
@@ -13,42 +13,37 @@ import pyarrow as pa
 from cluster_assets import cluster_map, map_html
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
+from cluster_assets.stages.context import LineageError, StageContext
+from cluster_assets.stages.label import assigned_partitions
+from cluster_assets.stages.reduce import AXES, fit_members
 from cluster_assets.stages.result import StageResult, timed
-from cluster_assets.stages.sample import ID
-
-AXES = ("x", "y", "z")
 
 
-def latest_members(storage, spec: ClusterDefinition) -> tuple[pa.Table, tuple[str, ...]]:
-    """document_id, cluster_id and coordinates from the stages' latest outputs (written in the same order)."""
-    coords = storage.read_table(*layout.asset_parts(spec, layout.COORDS))
-    assigned = storage.read_table(*layout.asset_parts(spec, layout.ASSIGNMENTS), columns=[ID, "cluster_id"])
-    if coords.num_rows != assigned.num_rows or not coords.column(ID).equals(assigned.column(ID)):
-        raise ValueError(f"coordinates and assignments of {spec.cluster_name!r} are out of step: "
-                         f"materialize {spec.cluster_name}/reduced_coords again")
-    axes = tuple(a for a in AXES if a in coords.column_names)
-    members = pa.table({ID: coords.column(ID), "cluster_id": assigned.column("cluster_id")}
-                       | {a: coords.column(a) for a in axes})
-    return members, axes
-
-
-def run_cluster_map(storage, spec: ClusterDefinition, run_id: str) -> StageResult:
+def run_cluster_map(ctx: StageContext) -> StageResult:
+    storage, spec, run_id = ctx.storage, ctx.spec, ctx.run_id
+    fit_id = ctx.need_fit()
+    partitions = assigned_partitions(storage, spec, fit_id, ctx.all_partitions or ctx.partitions, layout.COORDS)
+    if not partitions:
+        raise LineageError(f"no file has coordinates in fit {fit_id} of {spec.cluster_name!r}: materialize "
+                           f"{spec.cluster_name}/reduced_coords first")
     result = StageResult()
     with timed(result, "duration_s"):
-        members, axes = latest_members(storage, spec)
+        members = pa.concat_tables(list(fit_members(storage, spec, fit_id, partitions)))
+        axes = tuple(a for a in AXES if a in members.column_names)
         members_parts = layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT)
         if not storage.exists(*members_parts):  # the map was redrawn without reduced_coords in this run
             storage.write_table(members, *members_parts)
-        draw_maps(storage, spec, run_id, members, axes, result)
+        draw_maps(storage, spec, run_id, fit_id, members, axes, result)
     result.row_count = members.num_rows
     result.uri = result.paths.get("map_png")
+    result.metadata[layout.FIT_ID_KEY] = fit_id
     return result
 
 
-def draw_maps(storage, spec: ClusterDefinition, run_id: str, members: pa.Table, axes: tuple[str, ...],
+def draw_maps(storage, spec: ClusterDefinition, run_id: str, fit_id: str, members: pa.Table, axes: tuple[str, ...],
               result: StageResult) -> None:
     """The run's map: a PNG artifact, a small copy inline in the metadata, and the interactive HTML."""
-    clusters, note = map_html.current_clusters(storage, spec)
+    clusters, note = map_html.current_clusters(storage, spec, fit_id)
     names = {c.cluster_id: c.label for c in clusters}
     coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes[:2]])
     labels = members.column("cluster_id").to_numpy(zero_copy_only=False)

@@ -1,67 +1,77 @@
-"""``reduced_coords``: map coordinates for every document and the run's ``members`` artifact."""
+"""``reduced_coords``: map coordinates of every document of each file, and the run's ``members`` artifact."""
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from cluster_assets.reduction import MapReducer
-from cluster_assets.spec import ClusterDefinition, DimensionReduction
+from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
-from cluster_assets.stages.embed import BATCH, read_matrix
+from cluster_assets.stages.assign import read_assignments
+from cluster_assets.stages.context import StageContext
+from cluster_assets.stages.embed import file_batches, load_plan
+from cluster_assets.stages.model import load_fit, reduction_of
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.stages.sample import ID
 
 AXES = ("x", "y", "z")
 
 
-def reduction_of(spec: ClusterDefinition) -> tuple[DimensionReduction, bool]:
-    """The definition's reduction, or PCA 2-D when it asks for none (members still need x, y)."""
-    if spec.dimension_reduction is not None:
-        return spec.dimension_reduction, False
-    return DimensionReduction(method="pca", components=2), True
+def member_schema(components: int) -> pa.Schema:
+    return pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())] + [(a, pa.float32()) for a in AXES[:components]])
 
 
-def run_reduced_coords(storage, spec: ClusterDefinition, run_id: str) -> StageResult:
+def reduce_file(storage, spec: ClusterDefinition, fit_id: str, partition: str) -> int:
+    fit = load_fit(storage, spec, fit_id)
+    plan = load_plan(storage, spec, fit.sample_id)
+    assigned = read_assignments(storage, spec, fit_id, partition)
+    schema = member_schema(fit.reducer.n_components)
+    axes = schema.names[2:]
+    offset = 0
+
+    def batches():
+        nonlocal offset
+        for ids, X in file_batches(storage, spec, plan, partition):
+            clusters = assigned.slice(offset, len(ids))
+            offset += len(ids)
+            if not clusters.column(ID).combine_chunks().equals(ids):
+                raise ValueError(f"file {partition} changed since it was assigned: materialize "
+                                 f"{spec.cluster_name}/assignments for partition {partition!r} again")
+            Y = fit.reducer.transform(X)
+            yield pa.table({ID: ids, "cluster_id": clusters.column("cluster_id")}
+                           | {a: pa.array(Y[:, i]) for i, a in enumerate(axes)}, schema=schema)
+
+    return storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.COORDS))
+
+
+def fit_members(storage, spec: ClusterDefinition, fit_id: str, partitions: list[str]):
+    """The coordinates of ``partitions`` in one fit, file by file (a table per file)."""
+    for partition in partitions:
+        yield storage.read_table(*layout.file_parts(spec, fit_id, partition, layout.COORDS))
+
+
+def write_members_artifact(storage, spec: ClusterDefinition, run_id: str, fit_id: str, partitions: list[str]) -> str:
+    reduction, _ = reduction_of(spec)
+    parts = layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT)
+    storage.write_batches(member_schema(reduction.components), fit_members(storage, spec, fit_id, partitions), *parts)
+    return storage.uri(*parts)
+
+
+def run_reduced_coords(ctx: StageContext) -> StageResult:
+    storage, spec = ctx.storage, ctx.spec
+    fit_id = ctx.need_fit()
     result = StageResult()
-    reduction, defaulted = reduction_of(spec)
-    axes = AXES[: reduction.components]
     with timed(result, "duration_s"):
-        X = read_matrix(storage.read_table(*layout.asset_parts(spec, layout.SAMPLE_EMBEDDINGS)))
-        if len(X) > reduction.fit_size:
-            rng = np.random.default_rng(layout.seed(spec))
-            X = X[np.sort(rng.choice(len(X), reduction.fit_size, replace=False))]
-        with timed(result, "fit_s"):
-            reducer = MapReducer(reduction.method, reduction.components, reduction.config, layout.seed(spec)).fit(X)
-        coord_schema = pa.schema([(ID, pa.string())] + [(a, pa.float32()) for a in axes])
-        member_schema = pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())] + [(a, pa.float32()) for a in axes])
-        members: list[pa.Table] = []
-
-        def coords():
-            embeddings = storage.iter_batches(*layout.asset_parts(spec, layout.EMBEDDINGS), batch_size=BATCH)
-            assignments = storage.iter_batches(*layout.asset_parts(spec, layout.ASSIGNMENTS), batch_size=BATCH)
-            for batch, assigned in zip(embeddings, assignments, strict=True):
-                if not pc.all(pc.equal(batch.column(ID), assigned.column(ID))).as_py():
-                    raise ValueError(f"embeddings and assignments of {spec.cluster_name!r} are out of step: "
-                                     f"materialize {spec.cluster_name}/assignments again")
-                Y = reducer.transform(read_matrix(pa.Table.from_batches([batch])))
-                columns = {ID: batch.column(ID)} | {a: pa.array(Y[:, i]) for i, a in enumerate(axes)}
-                members.append(pa.table({ID: batch.column(ID), "cluster_id": assigned.column("cluster_id")}
-                                        | {a: columns[a] for a in axes}))
-                yield pa.table(columns)
-
-        with timed(result, "transform_s"):
-            rows = storage.write_batches(coord_schema, coords(), *layout.asset_parts(spec, layout.COORDS))
-        storage.write_batches(member_schema, members, *layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
+        rows = sum(reduce_file(storage, spec, fit_id, p) for p in ctx.partitions)
+        result.paths["members_artifact"] = write_members_artifact(storage, spec, ctx.run_id, fit_id, ctx.partitions)
+    reduction, defaulted = reduction_of(spec)
     result.row_count = rows
-    result.uri = storage.uri(*layout.asset_parts(spec, layout.COORDS))
-    result.paths["members_artifact"] = storage.uri(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
+    result.uri = result.paths["members_artifact"]
     result.metadata.update({
+        layout.FIT_ID_KEY: fit_id,
         "documents": rows,
+        "files": len(ctx.partitions),
         "method": reduction.method + (" (default: no dimension_reduction in the definition)" if defaulted else ""),
         "components": reduction.components,
-        "fitted_on": len(X),
+        "engine": "in_process",
     })
     return result
-

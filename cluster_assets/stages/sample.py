@@ -1,6 +1,8 @@
-"""``sample``: check the documents' ids and pick the seeded subset that models are fitted on."""
+"""``sample``: list the source files, check the documents' ids, and draw the seeded sample the fit uses."""
 
 from __future__ import annotations
+
+import posixpath
 
 import numpy as np
 import pyarrow as pa
@@ -9,32 +11,45 @@ import pyarrow.compute as pc
 from cluster_assets import algorithms
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
+from cluster_assets.stages.context import StageContext
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.storage import CollectionError, Storage
 
 ID = "document_id"
 
 
-def read_document_ids(storage: Storage, collection_id: str) -> pa.Array:
-    dataset = storage.collection_dataset(collection_id)
-    if ID not in dataset.schema.names:
-        raise CollectionError(f"collection {collection_id!r} has no {ID!r} column")
-    ids = dataset.to_table(columns=[ID]).column(ID).combine_chunks()
+def source_files(storage: Storage, spec: ClusterDefinition) -> dict[str, dict]:
+    """``<collection_id>/<file name>`` -> size and mtime of every source file: a listing, nothing read."""
+    out: dict[str, dict] = {}
+    for cid in spec.source_collection_ids:
+        for info in storage.collection_file_infos(cid):
+            out[layout.partition_key(cid, posixpath.basename(info.path))] = {
+                "size": info.size, "mtime_ns": info.mtime_ns}
+    return out
+
+
+def read_file_ids(storage: Storage, partition: str) -> pa.Array:
+    cid, name = layout.split_partition(partition)
+    chunks = [b.column(0) for b in storage.iter_file(cid, name, [ID])]
+    ids = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
     if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
         ids = ids.cast(pa.string())
     if ids.null_count:
-        raise CollectionError(f"collection {collection_id!r}: {ids.null_count} documents have no {ID}")
+        raise CollectionError(f"collection {cid!r}, file {name}: {ids.null_count} documents have no {ID}")
     return ids
 
 
 def check_unique(ids: pa.Array, owners: pa.Array) -> None:
+    """One id per document: a repeated id names the files (or collections) it appears in."""
     counts = pc.value_counts(ids)
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(repeated):
         first = repeated[0]["values"].as_py()
         where = sorted(set(owners.filter(pc.equal(ids, first)).to_pylist()))
+        if len(where) == 1:
+            where = where * 2
         raise CollectionError(
-            f"duplicate document_id {first!r} in collection {', '.join(map(repr, where))} "
+            f"duplicate document_id {first!r} in {' and '.join(where)} "
             f"({len(repeated)} ids appear more than once); ids must be unique"
         )
 
@@ -59,18 +74,22 @@ def check_enough_documents(spec: ClusterDefinition, total: int, size: int) -> No
     )
 
 
-def run_sample(storage: Storage, spec: ClusterDefinition) -> StageResult:
+def run_sample(ctx: StageContext) -> StageResult:
+    storage, spec = ctx.storage, ctx.spec
     result = StageResult()
     with timed(result, "duration_s"):
-        per_collection = {}
-        id_arrays, owner_arrays = [], []
-        for cid in spec.source_collection_ids:
-            ids = read_document_ids(storage, cid)
-            per_collection[cid] = len(ids)
+        files = source_files(storage, spec)
+        id_arrays, file_arrays, row_arrays = [], [], []
+        per_collection: dict[str, int] = {}
+        for partition in files:
+            ids = read_file_ids(storage, partition)
             id_arrays.append(ids)
-            owner_arrays.append(pa.array([cid] * len(ids), pa.string()))
+            file_arrays.append(pa.array([partition] * len(ids), pa.string()))
+            row_arrays.append(pa.array(np.arange(len(ids), dtype=np.int64)))
+            cid = layout.split_partition(partition)[0]
+            per_collection[cid] = per_collection.get(cid, 0) + len(ids)
         ids = pa.concat_arrays(id_arrays)
-        owners = pa.concat_arrays(owner_arrays)
+        owners = pa.concat_arrays(file_arrays)
         total = len(ids)
         if total == 0:
             raise CollectionError(f"collection {', '.join(map(repr, spec.source_collection_ids))} has no documents")
@@ -78,23 +97,22 @@ def run_sample(storage: Storage, spec: ClusterDefinition) -> StageResult:
         size = min(spec.fit_size(), total)
         check_enough_documents(spec, total, size)
         if size < total:
-            rng = np.random.default_rng(layout.seed(spec))
-            rows = np.sort(rng.choice(total, size=size, replace=False))
+            rows = np.sort(np.random.default_rng(layout.seed(spec)).choice(total, size=size, replace=False))
         else:
             rows = np.arange(total)
-        table = pa.table({
-            ID: ids.take(pa.array(rows)),
-            "collection_id": owners.take(pa.array(rows)),
-            "row": pa.array(rows, pa.int64()),
-        })
-        uri = storage.write_table(table, *layout.asset_parts(spec, layout.SAMPLE))
+        take = pa.array(rows)
+        table = pa.table({ID: ids.take(take), "file": owners.take(take),
+                          "row": pa.concat_arrays(row_arrays).take(take)})
+        uri = storage.write_table(table, *layout.sample_parts(spec, ctx.run_id, layout.SAMPLE))
     result.row_count = size
     result.uri = uri
     result.metadata.update({
+        layout.SAMPLE_ID_KEY: ctx.run_id,
+        layout.SOURCE_FILES_KEY: files,
         "documents": total,
+        "files": len(files),
         "sample_size": size,
         "sample_share": round(size / total, 4),
         "documents_per_collection": per_collection,
-        "collection_fingerprints": {cid: storage.collection_fingerprint(cid) for cid in spec.source_collection_ids},
     })
     return result

@@ -1,0 +1,61 @@
+"""One Dagster partition per source file: ``<collection_id>/<file name>``, per definition.
+
+The per-file stages are partitioned by a ``DynamicPartitionsDefinition`` whose keys follow
+the source folders: ``sync_partitions`` adds the new files and removes the gone ones (and
+their enriched outputs). A full run covers every key as one range, so it is one Dagster run.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages.enrich import remove_outputs
+from cluster_assets.stages.sample import source_files
+from cluster_assets.storage import CollectionError, Storage
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+# Dagster refuses these in partition keys ("..." separates a range on the command line).
+FORBIDDEN = ("...", ",", "[", "]", "\n", "\r", "\t", "\0")
+
+
+def partitions_name(spec: ClusterDefinition) -> str:
+    return f"{spec.group_name}__files"
+
+
+def files_partitions(spec: ClusterDefinition) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=partitions_name(spec))
+
+
+def check_partition_key(key: str) -> str:
+    bad = next((s for s in FORBIDDEN if s in key), None)
+    if bad is not None:
+        raise CollectionError(f"file {key.split('/', 1)[-1]!r} of collection {key.split('/')[0]!r}: Dagster cannot "
+                              f"take {bad!r} in a partition key; rename the file")
+    return key
+
+
+def current_keys(storage: Storage, spec: ClusterDefinition) -> list[str]:
+    return [check_partition_key(k) for k in source_files(storage, spec)]
+
+
+def sync_partitions(instance: dg.DagsterInstance, storage: Storage, spec: ClusterDefinition) -> tuple[list[str], list[str], list[str]]:
+    """Register new files, forget gone ones (removing their enriched files); returns (keys, added, removed)."""
+    name = partitions_name(spec)
+    keys = current_keys(storage, spec)
+    known = instance.get_dynamic_partitions(name)
+    added = [k for k in keys if k not in set(known)]
+    removed = [k for k in known if k not in set(keys)]
+    if added:
+        instance.add_dynamic_partitions(name, added)
+    for key in removed:
+        instance.delete_dynamic_partition(name, key)
+    if removed:
+        remove_outputs(storage, spec, removed)
+    return instance.get_dynamic_partitions(name), added, removed
+
+
+def range_tags(keys: list[str]) -> dict[str, str]:
+    """Run tags that make one run cover ``keys`` (consecutive in the partitions' order)."""
+    return {RANGE_START: keys[0], RANGE_END: keys[-1]}

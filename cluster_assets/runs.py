@@ -1,0 +1,42 @@
+"""A full run of a definition: every stage over every source file, as one Dagster run.
+
+``dagster asset materialize --select group:X`` refuses a group that mixes per-file and
+per-fit assets without a partition, so ``cluster-assets run`` (and the tests, and the
+schedules) register the files as partitions and submit one run over all of them.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cluster_assets import partitions
+from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages import PER_FILE, STAGE_NAMES
+from cluster_assets.storage import Storage
+
+TAG_DEFINITION = "cluster_assets/definition"
+
+
+def stage_keys(spec: ClusterDefinition, names=STAGE_NAMES) -> list[dg.AssetKey]:
+    return [dg.AssetKey([spec.cluster_name, name]) for name in names]
+
+
+def full_run_request_parts(instance: dg.DagsterInstance, storage: Storage,
+                           spec: ClusterDefinition) -> tuple[list[dg.AssetKey], dict[str, str]]:
+    """Sync the partitions with the source files; the asset keys and tags of a run over all of them."""
+    keys, _, _ = partitions.sync_partitions(instance, storage, spec)
+    return stage_keys(spec), {**partitions.range_tags(keys), TAG_DEFINITION: spec.cluster_name}
+
+
+def incremental_keys(spec: ClusterDefinition) -> list[dg.AssetKey]:
+    """What a run over new files materializes: their per-file work, with the current fit."""
+    return stage_keys(spec, PER_FILE)
+
+
+def run_full(defs: dg.Definitions, spec: ClusterDefinition, instance: dg.DagsterInstance, storage: Storage,
+             tags: dict[str, str] | None = None, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+    """Execute a full run of ``spec`` in this process, recorded in ``instance`` like any other run."""
+    selection, run_tags = full_run_request_parts(instance, storage, spec)
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, asset_selection=selection, tags={**run_tags, **(tags or {})},
+                                  raise_on_error=raise_on_error)
