@@ -3,7 +3,7 @@
     python -m bench.plain DEFINITIONS_DIR STORAGE_ROOT OUT_JSON
 
 Loads the definitions folder as the code location does, then calls
-``cluster_assets.stages.run_*`` directly; writes per-stage wall time and peak
+every stage of ``cluster_assets.stages.STAGES`` directly; writes per-stage wall time and peak
 memory (the same ``peak_rss`` sampler the Dagster assets use) to OUT_JSON.
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 def main(definitions_dir: str, storage_root: str, out_json: str) -> None:
     start = time.perf_counter()
-    from cluster_assets import stages
     from cluster_assets.profiling import peak_rss
     from cluster_assets.spec import load_definitions
+    from cluster_assets.stages import STAGES, StageContext
+    from cluster_assets.stages.sample import source_files
     from cluster_assets.storage import Storage
 
     loaded, problems = load_definitions(Path(definitions_dir))
@@ -29,22 +30,16 @@ def main(definitions_dir: str, storage_root: str, out_json: str) -> None:
     spec = loaded[0].spec
     storage = Storage(storage_root)
     run_id = uuid.uuid4().hex
-    steps = {
-        "sample": lambda: stages.run_sample(storage, spec),
-        "embeddings": lambda: stages.run_embeddings(storage, spec),
-        "assignments": lambda: stages.run_assignments(storage, spec),
-        "reduced_coords": lambda: stages.run_reduced_coords(storage, spec, run_id),
-        "labels": lambda: stages.run_labels(storage, spec, run_id),
-        "enriched_collection": lambda: stages.run_enrichment(storage, spec),
-        "cluster_map": lambda: stages.run_cluster_map(storage, spec, run_id),
-    }
+    files = list(source_files(storage, spec))
+    # one run does it all: the sample, the fit and every file share the run id, as in a full Dagster run
+    ctx = StageContext(storage, spec, run_id, sample_id=run_id, fit_id=run_id, partitions=files, all_partitions=files)
     imports_s = time.perf_counter() - start
     report: dict = {"imports_s": round(imports_s, 3), "stages": {}}
-    for name, step in steps.items():
+    for stage in STAGES:
         t0 = time.perf_counter()
         with peak_rss() as memory:
-            result = step()
-        report["stages"][name] = {
+            result = stage.run(ctx)
+        report["stages"][stage.name] = {
             "wall_s": round(time.perf_counter() - t0, 3),
             "duration_s": result.metadata.get("duration_s"),
             "peak_rss_mb": memory.get("peak_rss_mb"),

@@ -1,77 +1,83 @@
-"""What changed in a definition's source collections since its last assignments.
+"""What changed in a definition's source files since its current fit: a listing, never every document id.
 
-Plain functions over the storage layer (no Dagster): the event sensor calls them
-to decide whether enough documents arrived to start a run.
+Plain functions over the storage layer and the instance's partitions: the event sensor
+calls them on every tick, so each stays bounded by the number of files (Parquet footers
+for the new files' row counts, the fit's small per-file stats for the gone ones).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import posixpath
+from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from cluster_assets import partitions
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.storage import Storage
 
-ID = "document_id"
 
-
-def collections_digest(storage: Storage, spec: ClusterDefinition) -> str:
-    """A short digest of every source collection's file names, sizes and mtimes.
-
-    Cheap (a directory listing); raises ``CollectionError`` when a collection is missing.
-    """
-    fingerprints = {cid: storage.collection_fingerprint(cid) for cid in spec.source_collection_ids}
-    return hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class DocumentChanges:
-    documents: int  # documents in the source collections now
-    new: int  # ids not in the last assignments
-    removed: int  # ids in the last assignments that are gone
-    assigned: int  # documents in the last assignments (0 when the definition never ran)
+@dataclass
+class FileChanges:
+    files: list[str]  # every source file now
+    known: list[str]  # the files registered as partitions
+    new_files: list[str]
+    gone_files: list[str]
+    unassigned: list[str] = field(default_factory=list)  # registered, but not assigned in the current fit
+    new_documents: int = 0
+    removed_documents: int = 0
+    fit_id: str | None = None
+    refit_reason: str | None = None
 
     @property
     def changed(self) -> int:
-        return self.new + self.removed
+        return self.new_documents + self.removed_documents
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.new_files, self.gone_files, self.unassigned]).encode()).hexdigest()[:16]
 
 
-def _source_ids(storage: Storage, spec: ClusterDefinition) -> pa.Array:
-    arrays = []
-    for cid in spec.source_collection_ids:
-        ids = storage.collection_dataset(cid).to_table(columns=[ID]).column(ID)
-        arrays.extend(c.cast(pa.string()) for c in ids.chunks)
-    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+def file_rows(storage: Storage, partition: str) -> int:
+    cid, name = layout.split_partition(partition)
+    return storage.parquet_file(*storage.collection_parts(cid), name).metadata.num_rows
 
 
-def assigned_ids(storage: Storage, spec: ClusterDefinition) -> pa.Array:
-    parts = layout.asset_parts(spec, layout.ASSIGNMENTS)
+def assigned_rows(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str) -> int:
+    parts = layout.file_parts(spec, fit_id, partition, layout.STATS)
     if not storage.exists(*parts):
-        return pa.array([], pa.string())
-    return storage.read_table(*parts, columns=[ID]).column(ID).combine_chunks().cast(pa.string())
-
-
-def document_changes(storage: Storage, spec: ClusterDefinition) -> DocumentChanges:
-    """Compare the source collections' document ids with the ids of the last assignments.
-
-    A document rewritten in place under the same id is not counted: ids are what
-    tell a new document from a known one.
-    """
-    now = _source_ids(storage, spec)
-    before = assigned_ids(storage, spec)
-    return DocumentChanges(documents=len(now), new=_count_missing(now, before),
-                           removed=_count_missing(before, now), assigned=len(before))
-
-
-def _count_missing(values: pa.Array, reference: pa.Array) -> int:
-    """How many of ``values`` are not in ``reference``."""
-    if len(values) == 0:
         return 0
-    if len(reference) == 0:
-        return len(values)
-    return len(values) - int(pc.sum(pc.is_in(values, value_set=reference)).as_py() or 0)
+    return int(sum(storage.read_table(*parts, columns=["count"]).column("count").to_pylist()))
+
+
+def assigned_files(storage: Storage, spec: ClusterDefinition, fit_id: str) -> set[str]:
+    """The files with assignments in a fit: one listing per source collection."""
+    out = set()
+    for cid in spec.source_collection_ids:
+        for name in storage.list_dir(*layout.cluster_parts(spec, "fits", fit_id, "files", cid)):
+            out.add(layout.partition_key(cid, posixpath.basename(name)))
+    return out
+
+
+def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> FileChanges:
+    files = partitions.current_keys(storage, spec)
+    known = instance.get_dynamic_partitions(partitions.partitions_name(spec))
+    known_set, files_set = set(known), set(files)
+    changes = FileChanges(files=files, known=known, new_files=[f for f in files if f not in known_set],
+                          gone_files=[k for k in known if k not in files_set])
+    current = layout.read_current(storage, spec)
+    if current is None:
+        changes.refit_reason = "no complete fit yet"
+        return changes
+    changes.fit_id = current.fit_id
+    fit_parts = layout.fit_parts(spec, current.fit_id, layout.FIT)
+    fitted_with = json.loads(storage.read_bytes(*fit_parts)).get("code_version") if storage.exists(*fit_parts) else None
+    if fitted_with and fitted_with != code_version:
+        changes.refit_reason = "the definition changed since the current fit"
+        return changes
+    assigned = assigned_files(storage, spec, current.fit_id)
+    changes.unassigned = [k for k in known if k in files_set and k not in assigned]
+    changes.new_documents = sum(file_rows(storage, f) for f in changes.new_files + changes.unassigned)
+    changes.removed_documents = sum(assigned_rows(storage, spec, current.fit_id, f) for f in changes.gone_files)
+    return changes

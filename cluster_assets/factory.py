@@ -31,9 +31,9 @@ def collection_spec(collection_id: str) -> dg.AssetSpec:
     )
 
 
-def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def metadata_values(values: dict) -> dict[str, dg.MetadataValue]:
     metadata: dict[str, dg.MetadataValue] = {}
-    for key, value in result.metadata.items():
+    for key, value in values.items():
         if isinstance(value, bool) or value is None:
             metadata[key] = dg.MetadataValue.text(str(value))
         elif isinstance(value, int):
@@ -44,6 +44,11 @@ def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext
             metadata[key] = dg.MetadataValue.json(value)
         else:
             metadata[key] = dg.MetadataValue.text(str(value))
+    return metadata
+
+
+def result_metadata(result: StageResult, context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
+    metadata = metadata_values(result.metadata)
     for key, path in result.paths.items():
         metadata[key] = dg.MetadataValue.path(path)
     for key, text in result.markdown.items():
@@ -54,13 +59,28 @@ def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext
         metadata["dagster/uri"] = dg.MetadataValue.path(result.uri)
     for warning in result.warnings:
         context.log.warning(warning)
-    return dg.MaterializeResult(metadata=metadata)
+    return metadata
+
+
+def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=result_metadata(result, context))
+
+
+def per_file_result(result: StageResult, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """One materialization per file: the step's figures plus that file's own (rows, source file)."""
+    step = result_metadata(result, context)
+    step.pop("dagster/row_count", None)
+    for partition in context.partition_keys:
+        own = result.per_partition.get(partition)
+        if own:
+            context.add_asset_metadata(metadata_values(own), partition_key=partition)
+    return dg.MaterializeResult(metadata=step)
 
 
 def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list[dg.AssetsDefinition]:
     """One asset per declared stage: the per-file stages partitioned by the definition's files."""
     prefix = spec.cluster_name
-    code_version = _code_version(spec)
+    version = code_version(spec)
     files = partitions.files_partitions(spec)
     details = {
         "algorithm": spec.algorithm,
@@ -86,7 +106,7 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             tags={"cluster_assets/stage": stage.name},
             op_tags={"cluster_assets/cluster": spec.group_name},
             metadata={"definition_file": source_file, "algorithm": spec.algorithm},
-            code_version=code_version,
+            code_version=version,
             required_resource_keys={"storage", *stage.resources},
             partitions_def=files if stage.per_file else None,
             # one run covers a range of files (or all of them): the step gets every key at once
@@ -96,12 +116,14 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             storage = context.resources.storage.get()
-            ctx = lineage.stage_context(context, spec, stage.name, storage, code_version)
+            ctx = lineage.stage_context(context, spec, stage.name, storage, version)
             if "llm" in stage.resources:
                 ctx.labeler = context.resources.llm.labeler(spec, storage)
             with peak_rss() as memory:
                 result = stage.run(ctx)
             result.metadata.update(memory)
+            if stage.per_file:
+                return per_file_result(result, context)
             return to_materialize_result(result, context)
 
         return stage_asset
@@ -113,7 +135,7 @@ def pool_name(spec: ClusterDefinition) -> str:
     return f"cluster_assets/{spec.group_name}"
 
 
-def _code_version(spec: ClusterDefinition) -> str:
+def code_version(spec: ClusterDefinition) -> str:
     """Changes when the definition changes, so the UI flags assets built from an older definition."""
     import hashlib
 

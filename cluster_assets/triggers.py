@@ -5,20 +5,24 @@
   ``0 */6 * * *``, daily, weekly), because a schedule's ticks sit on the clock and survive
   daemon restarts; otherwise (45 s, 7 min, 90 min, ...) a sensor evaluated every
   ``minimum_interval_seconds`` that requests one run per elapsed interval.
-- ``event``: a sensor that watches the source collections. Each tick lists the
-  collections' files (cheap); only when that listing changed does it compare the
-  documents' ids with the last assignments and request a run once at least
-  ``min_new_documents`` are new or gone. The cursor keeps the listing's digest, and the
-  run key is the digest, so a change never starts two runs, even when a tick is retried.
+- ``event``: a sensor that watches the source collections, incrementally. Each tick lists
+  the collections' files (never their document ids). Once the new or gone files hold at
+  least ``min_new_documents`` documents (counted from Parquet footers and the fit's
+  per-file counts), it registers the new files as partitions and requests one run of
+  their per-file stages (assignments, reduced_coords, enriched_collection) with the
+  current fit: no refit, no rewrite of the files already done. Gone files lose their
+  partition and their enriched file. It requests a full run (a refit) instead when
+  there is no complete fit yet or the definition changed since the fit (code version).
+  Run keys name the fit and the files, so a retried tick never starts a second run.
   A collection that cannot be read logs the error and skips the tick.
+
+Schedules and interval sensors request full runs: they register the files as
+partitions and cover every one in one run (a partition range).
 
 Every target is ``AssetSelection.groups(group_name)``: no hand-written job per definition
 (Dagster derives one anonymous job per schedule/sensor from the selection). ``enabled``
 maps to ``default_status`` RUNNING/STOPPED. Runs carry ``cluster_assets/*`` tags naming
 the definition and the trigger.
-
-Fast path (assign only new documents without refitting): not built; an event run
-re-runs the whole group, which refits on a fresh sample. See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from cluster_assets.changes import collections_digest, document_changes
+from cluster_assets import partitions
+from cluster_assets.changes import FileChanges, file_changes
+from cluster_assets.runs import incremental_keys, stage_keys
 from cluster_assets.spec import ClusterDefinition, CronTrigger, EventTrigger, IntervalTrigger
 from cluster_assets.storage import CollectionError
 
@@ -112,7 +118,7 @@ def _schedule(spec: ClusterDefinition, trigger, index: int, cron: str, timezone:
         when = context.scheduled_execution_time
         stamp = when.isoformat() if when else "manual"
         # The scheduler already keeps one run per tick; the key makes that explicit and visible.
-        return dg.RunRequest(run_key=f"{name}:{stamp}", tags=tags)
+        return full_run_request(context.instance, context.resources.storage.get(), spec, f"{name}:{stamp}", tags)
 
     what = f"cron {cron!r} in {timezone}" if isinstance(trigger, CronTrigger) else f"every {trigger.total_seconds} s ({cron!r})"
     return dg.ScheduleDefinition(
@@ -125,6 +131,7 @@ def _schedule(spec: ClusterDefinition, trigger, index: int, cron: str, timezone:
         description=_describe(spec, trigger, index, what),
         tags=tags,
         metadata={"definition": spec.cluster_name, "trigger": trigger_name(trigger, index)},
+        required_resource_keys={"storage"},
     )
 
 
@@ -141,12 +148,14 @@ def _interval_sensor(spec: ClusterDefinition, trigger: IntervalTrigger, index: i
         default_status=dg.DefaultSensorStatus.RUNNING if trigger.enabled else dg.DefaultSensorStatus.STOPPED,
         description=_describe(spec, trigger, index, f"every {every} s"),
         tags=tags,
+        required_resource_keys={"storage"},
     )
     def interval_sensor(context: dg.SensorEvaluationContext):
         slot = int(clock() // every)
         if context.cursor == str(slot):
             return dg.SkipReason(f"a run was already requested for interval #{slot}")
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"{name}:{slot}", tags=tags)], cursor=str(slot))
+        request = full_run_request(context.instance, context.resources.storage.get(), spec, f"{name}:{slot}", tags)
+        return dg.SensorResult(run_requests=[request], cursor=str(slot))
 
     return interval_sensor
 
@@ -162,8 +171,8 @@ def _event_sensor(spec: ClusterDefinition, trigger: EventTrigger, index: int) ->
         minimum_interval_seconds=EVENT_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING if trigger.enabled else dg.DefaultSensorStatus.STOPPED,
         description=_describe(spec, trigger, index,
-                              f"runs when at least {trigger.min_new_documents} documents of {collections} "
-                              f"are new or gone since the last assignments"),
+                              f"assigns new files of {collections} with the current fit once they hold at "
+                              f"least {trigger.min_new_documents} new or gone documents"),
         tags=tags,
         required_resource_keys={"storage"},
     )
@@ -173,31 +182,57 @@ def _event_sensor(spec: ClusterDefinition, trigger: EventTrigger, index: int) ->
     return event_sensor
 
 
+def full_run_request(instance: dg.DagsterInstance, storage, spec: ClusterDefinition, run_key: str,
+                     tags: dict[str, str]) -> dg.RunRequest:
+    """One run over every source file (registered as partitions first): a refit."""
+    keys, _, _ = partitions.sync_partitions(instance, storage, spec)
+    return dg.RunRequest(run_key=run_key, asset_selection=stage_keys(spec),
+                         tags={**tags, **partitions.range_tags(keys)})
+
+
 def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDefinition, trigger: EventTrigger,
                    name: str, tags: dict[str, str]):
-    previous = json.loads(context.cursor) if context.cursor else {}
+    from cluster_assets.factory import code_version
+
     try:
-        digest = collections_digest(storage, spec)
+        changes = file_changes(context.instance, storage, spec, code_version(spec))
     except (CollectionError, OSError, ValueError) as exc:
         context.log.error(f"{name}: cannot read the source collections of {spec.cluster_name!r}: {exc}")
         return dg.SkipReason(f"source collection unreadable: {exc}")
-    if previous.get("digest") == digest:
-        return dg.SkipReason(f"no change in {', '.join(spec.source_collection_ids)} since the last tick")
-    try:
-        changes = document_changes(storage, spec)
-    except (CollectionError, OSError, ValueError) as exc:
-        context.log.error(f"{name}: cannot read the documents of {spec.cluster_name!r}: {exc}")
-        return dg.SkipReason(f"source collection unreadable: {exc}")
-    cursor = json.dumps({"digest": digest, "documents": changes.documents, "changed": changes.changed})
+    if changes.refit_reason and changes.files:
+        # No complete fit, or one made from another version of the definition: a full run refits.
+        add = [dg.AddDynamicPartitionsRequest(partitions.partitions_name(spec), changes.new_files)] \
+            if changes.new_files else []
+        keys = changes.known + changes.new_files
+        context.log.info(f"{name}: {changes.refit_reason}: requesting a full run")
+        request = dg.RunRequest(run_key=f"{name}:refit:{changes.digest}", asset_selection=stage_keys(spec),
+                                tags={**tags, **partitions.range_tags(keys), TAG_NEW_DOCUMENTS: str(changes.changed)})
+        return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=add)
+    if not changes.new_files and not changes.gone_files and not changes.unassigned:
+        return dg.SkipReason(f"no new or gone files in {', '.join(spec.source_collection_ids)}")
     if changes.changed < trigger.min_new_documents:
-        return dg.SensorResult(
-            skip_reason=f"{changes.changed} new or removed documents, fewer than min_new_documents="
-                        f"{trigger.min_new_documents}",
-            cursor=cursor,
-        )
-    context.log.info(f"{name}: {changes.new} new and {changes.removed} removed documents: requesting a run")
-    request = dg.RunRequest(run_key=f"{name}:{digest}", tags={**tags, TAG_NEW_DOCUMENTS: str(changes.changed)})
-    return dg.SensorResult(run_requests=[request], cursor=cursor)
+        return dg.SkipReason(f"{changes.changed} new or removed documents, fewer than min_new_documents="
+                             f"{trigger.min_new_documents}")
+    requests = []
+    if changes.new_files:
+        requests.append(dg.RunRequest(
+            run_key=f"{name}:{changes.fit_id}:{changes.digest}", asset_selection=incremental_keys(spec),
+            tags={**tags, **partitions.range_tags(changes.new_files), TAG_NEW_DOCUMENTS: str(changes.changed)}))
+    # files registered before but not assigned in the current fit (added while it was being fitted)
+    requests.extend(dg.RunRequest(run_key=f"{name}:{changes.fit_id}:{key}", asset_selection=incremental_keys(spec),
+                                  partition_key=key, tags=tags) for key in changes.unassigned)
+    partition_requests = []
+    if changes.new_files:
+        partition_requests.append(dg.AddDynamicPartitionsRequest(partitions.partitions_name(spec), changes.new_files))
+    if changes.gone_files:
+        from cluster_assets.stages.enrich import remove_outputs
+
+        remove_outputs(storage, spec, changes.gone_files)
+        partition_requests.append(dg.DeleteDynamicPartitionsRequest(partitions.partitions_name(spec),
+                                                                    changes.gone_files))
+    context.log.info(f"{name}: {len(changes.new_files)} new files ({changes.new_documents} documents), "
+                     f"{len(changes.gone_files)} gone: assigning with fit {changes.fit_id}")
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
 
 
 def build_all_triggers(specs) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:

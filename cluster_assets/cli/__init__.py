@@ -10,9 +10,11 @@ from cluster_assets.cli.collections import collections
 from cluster_assets.cli.definitions import definitions
 from cluster_assets.cli.executions import executions
 from cluster_assets.cli.map import map_command
+from cluster_assets.cli.run import run_command
 from cluster_assets.cli.taxonomy import taxonomy
 
 COMMANDS = [
+    run_command,
     collections,
     definitions,
     artifacts,

@@ -62,6 +62,55 @@ def import_collection(collection_id: str, file: Path, fmt: str, id_column: str |
         warn("no feature columns found: a collection needs a list-of-numbers column to be clustered")
 
 
+@collections.command("append")
+@click.argument("collection_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", *importers.FORMATS]), default="auto", show_default=True,
+              help="File format; auto goes by the suffix (.jsonl/.ndjson/.json, .csv, .parquet).")
+@click.option("--id-column", default=None, metavar="NAME",
+              help=f"The field holding each document's id, stored as {importers.ID!r}.")
+@click.option("--name", "file_name", default=None, metavar="FILE.parquet",
+              help="The new file's name in the collection (default: FILE's stem, .parquet).")
+@storage_option
+def append_collection(collection_id: str, file: Path, fmt: str, id_column: str | None, file_name: str | None,
+                      storage_root: str | None) -> None:
+    """Add FILE's documents to COLLECTION_ID as one new file, atomically; the files already there are untouched.
+
+    Each file of a collection is a partition of the definitions that cluster it: their
+    event triggers assign the new file with the current fit, without a refit.
+    """
+    from cluster_assets.partitions import check_partition_key
+
+    try:
+        check_safe_id(collection_id, "collection id")
+        name = file_name or f"{file.stem}.parquet"
+        if not name.endswith(".parquet") or "/" in name or name.startswith(("_", ".")):
+            raise ValueError(f"file name {name!r} must end in .parquet and not start with '_' or '.'")
+        check_partition_key(f"{collection_id}/{name}")
+    except ValueError as exc:
+        fail(str(exc))
+    storage = open_storage(storage_root)
+    if storage.exists(*storage.collection_parts(collection_id), name):
+        fail(f"collection {collection_id!r} already has a file {name}: give another --name "
+             f"(append never replaces a file; `collections import` replaces the collection)")
+    try:
+        imported = importers.read_file(file, fmt, id_column)
+    except importers.ImportProblem as exc:
+        fail(str(exc))
+    if storage.collection_exists(collection_id):
+        existing = storage.collection_dataset(collection_id).schema
+        mismatched = [f.name for f in imported.table.schema if f.name in existing.names
+                      and not existing.field(f.name).type.equals(f.type)]
+        if mismatched:
+            fail(f"{file}: column {mismatched[0]!r} is {imported.table.schema.field(mismatched[0]).type} but "
+                 f"{existing.field(mismatched[0]).type} in collection {collection_id!r}")
+    try:
+        uri = storage.write_table(imported.table, *storage.collection_parts(collection_id), name)
+    except OSError as exc:
+        fail(f"cannot write {name} to collection {collection_id!r}: {exc}")
+    click.echo(f"appended {imported.table.num_rows} documents to collection {collection_id!r} as {uri}")
+
+
 @collections.command("list")
 @storage_option
 def list_collections(storage_root: str | None) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pyarrow.fs as pafs
 import yaml
 
 from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option, warn
@@ -23,14 +22,6 @@ from cluster_assets.spec import ClusterDefinition, load_definitions
 from cluster_assets.stages import layout
 from cluster_assets.storage import Storage
 
-# The file each stage leaves under <storage>/assets/<cluster>/ (enriched_collection writes collections instead).
-STAGE_FILES = {
-    "sample": layout.SAMPLE,
-    "embeddings": layout.EMBEDDINGS,
-    "assignments": layout.ASSIGNMENTS,
-    "reduced_coords": layout.COORDS,
-    "labels": layout.LABELS,
-}
 
 
 @click.group("definitions")
@@ -110,12 +101,13 @@ def _definition(ctx: ShowContext) -> Any:
 
 
 def _asset_keys(ctx: ShowContext) -> Any:
-    from cluster_assets.factory import STAGES
+    from cluster_assets.stages import STAGES
 
     return {
         "group": ctx.spec.group_name,
         "sources": [f"collections/{cid}" for cid in ctx.spec.source_collection_ids],
-        "stages": [f"{ctx.spec.cluster_name}/{stage}" for stage in STAGES],
+        "stages": [f"{ctx.spec.cluster_name}/{stage.name}" + (" (per file)" if stage.per_file else "")
+                   for stage in STAGES],
     }
 
 
@@ -130,14 +122,20 @@ def _enrichment(ctx: ShowContext) -> Any:
 
 
 def _stage_outputs(ctx: ShowContext) -> Any:
-    out = {}
-    for stage, name in STAGE_FILES.items():
-        parts = layout.asset_parts(ctx.spec, name)
+    """The current fit (the latest whose labels are written): where its outputs are, how many files it covers."""
+    current = layout.read_current(ctx.storage, ctx.spec)
+    out: dict[str, Any] = {"current_fit": None}
+    if current is not None:
+        parts = layout.fit_parts(ctx.spec, current.fit_id, layout.LABELS)
         info = ctx.storage.fs.get_file_info(ctx.storage.path(*parts))
-        entry: dict[str, Any] = {"exists": info.type != pafs.FileType.NotFound, "uri": ctx.storage.uri(*parts)}
-        if entry["exists"] and info.mtime is not None:
-            entry["modified"] = _timestamp(info.mtime)
-        out[stage] = entry
+        out["current_fit"] = {
+            "fit_id": current.fit_id,
+            "sample_id": current.sample_id,
+            "files": len(current.partitions),
+            "uri": ctx.storage.uri(*layout.cluster_parts(ctx.spec, "fits", current.fit_id)),
+            "labelled": _timestamp(info.mtime) if info.mtime is not None else None,
+            "previous_fit_id": current.previous_fit_id,
+        }
     out["enriched_collection"] = {
         "exists": all(ctx.storage.collection_exists(t) for t in set(ctx.spec.target_collection_ids().values())),
         "uri": ", ".join(ctx.storage.uri("collections", t) for t in sorted(set(ctx.spec.target_collection_ids().values()))),

@@ -81,12 +81,17 @@ def run_assignments(ctx: StageContext) -> StageResult:
     result = StageResult()
     total = quality.ClusterStats()
     per_file: dict[str, int] = {}
-    fingerprints: dict[str, dict] = {}
     with timed(result, "duration_s"):
         for partition in ctx.partitions:
-            rows, stats, fingerprints[partition] = assign_file(storage, spec, fit_id, partition)
+            rows, stats, fingerprint = assign_file(storage, spec, fit_id, partition)
             total.merge(stats)
             per_file[partition] = rows
+            result.per_partition[partition] = {
+                layout.SOURCE_FILES_KEY: {partition: fingerprint},
+                "file_documents": rows,
+                "file_noise_documents": stats.counts.get(-1, 0),
+                "dagster/row_count": rows,
+            }
     documents = sum(per_file.values())
     noise = total.counts.get(-1, 0)
     sizes = sorted((total.counts[c] for c in total.cluster_ids()), reverse=True)
@@ -94,7 +99,6 @@ def run_assignments(ctx: StageContext) -> StageResult:
     result.uri = storage.uri(*layout.fit_parts(spec, fit_id, "files"))
     result.metadata.update({
         layout.FIT_ID_KEY: fit_id,
-        layout.SOURCE_FILES_KEY: fingerprints,
         "documents": documents,
         "files": len(per_file),
         "num_clusters": len(sizes),

@@ -197,6 +197,8 @@ def run_enrichment(ctx: StageContext) -> StageResult:
                 written[target] = written.get(target, 0) + rows
                 unassigned += missing
                 files[out] = partition
+                result.per_partition[partition] = {"file_documents": rows, "dagster/row_count": rows,
+                                                   "enriched_file": storage.uri("collections", target, out)}
             if in_place:
                 write_manifest(storage, target, {**manifest, "owner": spec.cluster_name, "fit_id": fit_id,
                                                  "files": files})

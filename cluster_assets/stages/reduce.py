@@ -61,7 +61,11 @@ def run_reduced_coords(ctx: StageContext) -> StageResult:
     fit_id = ctx.need_fit()
     result = StageResult()
     with timed(result, "duration_s"):
-        rows = sum(reduce_file(storage, spec, fit_id, p) for p in ctx.partitions)
+        rows = 0
+        for partition in ctx.partitions:
+            count = reduce_file(storage, spec, fit_id, partition)
+            result.per_partition[partition] = {"file_documents": count, "dagster/row_count": count}
+            rows += count
         result.paths["members_artifact"] = write_members_artifact(storage, spec, ctx.run_id, fit_id, ctx.partitions)
     reduction, defaulted = reduction_of(spec)
     result.row_count = rows

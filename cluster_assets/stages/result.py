@@ -17,6 +17,8 @@ class StageResult:
     paths: dict[str, str] = field(default_factory=dict)
     markdown: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # per-file stages: each file's own figures (<collection_id>/<file name> -> metadata)
+    per_partition: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @contextmanager
