@@ -20,6 +20,7 @@ from cluster_assets.spec import ClusterDefinition
 import pyarrow as pa
 
 from cluster_assets.stages import layout
+from cluster_assets.stages.outputs import fit_files
 from cluster_assets.stages.sample import source_files
 
 CHECK_NAMES = ("drift", "noise_share", "cluster_sizes")
@@ -39,8 +40,8 @@ def assignments_key(spec: ClusterDefinition) -> dg.AssetKey:
 
 def fit_assignments(storage, spec: ClusterDefinition, fit_id: str) -> pa.Table | None:
     """Every current file's assignments in one fit (document_id, cluster_id); None when it has none."""
-    files = [p for p in source_files(storage, spec)
-             if storage.exists(*layout.file_parts(spec, fit_id, p, layout.ASSIGNMENTS))]
+    current = set(source_files(storage, spec))
+    files = [p for p in fit_files(storage, spec.cluster_name, fit_id) if p in current]
     if not files:
         return None
     return pa.concat_tables(

@@ -24,10 +24,12 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from cluster_assets.demo import DIGIT_NAMES, write_demo_collections
 from cluster_assets.loader import build_defs
+from cluster_assets.stages.outputs import read_output
 from cluster_assets.storage import Storage
+from cluster_assets_tests.conftest import materialize_group
 
 REPO = Path(__file__).resolve().parent.parent
-from cluster_assets.factory import STAGES  # the six stages of the issue, and cluster_map
+from cluster_assets.stages import STAGE_NAMES as STAGES  # the six stages of the issue, model and cluster_map
 SAMPLED = 500
 
 DEFINITIONS = {
@@ -65,25 +67,27 @@ def file_hashes(folder: Path) -> dict[str, str]:
 class Run:
     """What the module's materialization left behind."""
 
-    def __init__(self, root: Path, folder: Path, result: dg.ExecuteInProcessResult, sources_before, sources_after):
+    def __init__(self, root: Path, folder: Path, results: dict[str, dg.ExecuteInProcessResult], sources_before,
+                 sources_after):
         self.root = root
         self.storage = Storage(root)
         self.folder = folder
-        self.result = result
-        self.run_id = result.run_id
+        self.results = results
+        self.run_ids = {group: result.run_id for group, result in results.items()}
         self.sources_before = sources_before
         self.sources_after = sources_after
         self.metadata: dict[str, dict] = {}
-        for event in result.get_asset_materialization_events():
-            materialization = event.event_specific_data.materialization
-            self.metadata[materialization.asset_key.to_user_string()] = {
-                k: v.value for k, v in materialization.metadata.items()}
+        for result in results.values():
+            for event in result.get_asset_materialization_events():
+                materialization = event.event_specific_data.materialization
+                self.metadata[materialization.asset_key.to_user_string()] = {
+                    k: v.value for k, v in materialization.metadata.items()}
 
-    def asset(self, cluster: str, name: str) -> pa.Table:
-        return self.storage.read_table("assets", cluster, name)
+    def asset(self, cluster: str, name: str, fit_id: str | None = None) -> pa.Table:
+        return read_output(self.storage, cluster, name, fit_id)
 
     def artifact(self, cluster: str, name: str, run_id: str | None = None) -> pa.Table:
-        return self.storage.read_table("artifacts", cluster, run_id or self.run_id, name)
+        return self.storage.read_table("artifacts", cluster, run_id or self.run_ids[cluster], name)
 
     def collection(self, collection_id: str) -> pa.Table:
         return self.storage.collection_dataset(collection_id).to_table()
@@ -105,15 +109,10 @@ def run(tmp_path_factory) -> Run:
             env.delenv(key, raising=False)
         write_demo_collections(Storage(root))
         before = {cid: file_hashes(root / "collections" / cid) for cid in ("digits", "products")}
-        defs = build_defs(folder)
-        result = dg.materialize(
-            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-            resources=defs.resources,
-            selection=dg.AssetSelection.groups(*GROUPS),
-            instance=dg.DagsterInstance.ephemeral(),
-        )
+        instance = dg.DagsterInstance.ephemeral()
+        results = {group: materialize_group(folder, group, instance) for group in GROUPS}
         after = {cid: file_hashes(root / "collections" / cid) for cid in ("digits", "products")}
-        yield Run(root, folder, result, before, after)
+        yield Run(root, folder, results, before, after)
 
 
 # --- the Dagster graph ------------------------------------------------------------------------
@@ -131,17 +130,27 @@ def test_asset_keys_groups_and_external_collections(run):
         assert source in graph.get(dg.AssetKey([cluster, "sample"])).parent_keys
         assert not graph.get(source).is_materializable  # external: written by someone else
     parents = lambda stage: graph.get(dg.AssetKey(["digits_kmeans", stage])).parent_keys  # noqa: E731
-    assert dg.AssetKey(["digits_kmeans", "sample"]) in parents("embeddings")
-    assert dg.AssetKey(["digits_kmeans", "embeddings"]) in parents("assignments")
-    assert dg.AssetKey(["digits_kmeans", "assignments"]) in parents("reduced_coords")
-    assert dg.AssetKey(["digits_kmeans", "reduced_coords"]) in parents("labels")
-    assert dg.AssetKey(["digits_kmeans", "labels"]) in parents("enriched_collection")
-    assert {dg.AssetKey(["digits_kmeans", "reduced_coords"]), dg.AssetKey(["digits_kmeans", "labels"])} <= \
-        parents("cluster_map")
+    key = lambda stage: dg.AssetKey(["digits_kmeans", stage])  # noqa: E731
+    source = dg.AssetKey(["collections", "digits"])
+    # the edges are what each stage reads
+    assert parents("embeddings") == {key("sample"), source}
+    assert parents("model") == {key("embeddings")}
+    assert parents("assignments") == {key("model"), source}
+    assert parents("reduced_coords") == {key("model"), key("assignments"), source}
+    assert parents("labels") == {key("embeddings"), key("model"), key("assignments"), source}
+    assert parents("enriched_collection") == {key("assignments"), key("labels"), source}
+    assert parents("cluster_map") == {key("reduced_coords"), key("labels")}
+    # the per-file stages are partitioned by the definition's files, the rest not
+    for stage in STAGES:
+        partitioned = graph.get(key(stage)).partitions_def is not None
+        assert partitioned == (stage in ("assignments", "reduced_coords", "enriched_collection")), stage
 
 
-def test_every_asset_of_every_group_materialized_in_one_run(run):
-    assert run.result.success
+def test_every_asset_of_every_group_materialized_in_one_run_per_definition(run):
+    assert all(result.success for result in run.results.values())
+    for group, result in run.results.items():
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert materialized == {f"{group}/{stage}" for stage in STAGES}
     expected = {f"{group}/{stage}" for group in GROUPS for stage in STAGES}
     assert set(run.metadata) == expected
 
@@ -151,34 +160,41 @@ def test_materialization_metadata(run):
     assert m["digits_kmeans/sample"]["documents"] == 1797
     assert m["digits_kmeans/embeddings"]["dimensions"] == 64
     assigned = m["digits_kmeans/assignments"]
-    assert assigned["dagster/row_count"] == assigned["documents"] == 1797
-    assert assigned["num_clusters"] == 10 and len(assigned["cluster_sizes"]) == 10
-    assert sum(assigned["cluster_sizes"].values()) == 1797
-    assert assigned["noise_share"] == 0.0
-    assert 0.0 < assigned["silhouette_sample"] < 1.0
+    assert assigned["dagster/row_count"] == assigned["documents"] == assigned["file_documents"] == 1797
+    assert assigned["num_clusters"] == 10 and assigned["noise_share"] == 0.0
+    assert assigned["cluster_assets/fit_id"] == run.run_ids["digits_kmeans"]
+    [(file, fingerprint)] = assigned["cluster_assets/source_files"].items()
+    assert file == "digits/part-0.parquet" and fingerprint["size"] == (run.root / "collections/digits/part-0.parquet").stat().st_size
+    labelled = m["digits_kmeans/labels"]
+    assert len(labelled["cluster_sizes"]) == 10 and sum(labelled["cluster_sizes"].values()) == 1797
+    assert 0.0 < labelled["silhouette"] < 1.0
+    assert m["digits_kmeans/model"]["cluster_assets/fit_id"] == run.run_ids["digits_kmeans"]
     for group in GROUPS:
         for stage in STAGES:
             assert m[f"{group}/{stage}"]["duration_s"] >= 0.0
             assert m[f"{group}/{stage}"]["peak_rss_mb"] > 0
     # noise, where there is noise, is counted and shared out of the documents
-    topics = m["product_topics/assignments"]
+    topics = m["product_topics/labels"]
     assert topics["noise_share"] == round(topics["noise_documents"] / topics["documents"], 4)
     # artifact paths point at this run's files
     for group in GROUPS:
         assert m[f"{group}/labels"]["centroids_artifact"] == str(
-            run.root / "artifacts" / group / run.run_id / "centroids.parquet")
+            run.root / "artifacts" / group / run.run_ids[group] / "centroids.parquet")
         assert m[f"{group}/reduced_coords"]["members_artifact"] == str(
-            run.root / "artifacts" / group / run.run_id / "members.parquet")
+            run.root / "artifacts" / group / run.run_ids[group] / "members.parquet")
         assert Path(m[f"{group}/labels"]["centroids_artifact"]).is_file()
         assert Path(m[f"{group}/reduced_coords"]["members_artifact"]).is_file()
-    assert m["digits_kmeans/enriched_collection"]["dagster/uri"] == str(run.root / "collections" / "digits_enriched")
+    assert m["digits_kmeans/enriched_collection"]["dagster/uri"] == str(
+        run.root / "collections" / "digits_digits_kmeans_enriched")
+    assert m["digits_kmeans/enriched_collection"]["enriched_file"] == str(
+        run.root / "collections" / "digits_digits_kmeans_enriched" / "part-0.parquet")
 
 
 # --- ground truth -----------------------------------------------------------------------------
 
 def test_kmeans_on_digits_matches_scikit_learn_against_the_true_digits(run):
     digits = load_digits()
-    enriched = run.collection("digits_enriched").sort_by("document_id")
+    enriched = run.collection("digits_digits_kmeans_enriched").sort_by("document_id")
     ours = np.asarray(enriched.column("cluster_id").to_pylist())
     truth = np.asarray(enriched.column("true_digit").to_pylist())
     assert (truth == digits.target).all()
@@ -192,7 +208,7 @@ def test_kmeans_on_digits_matches_scikit_learn_against_the_true_digits(run):
 
 def test_data_labels_name_the_digit_a_cluster_holds(run):
     # The captions say "handwritten digit seven": c-TF-IDF must put the digit's name first.
-    enriched = run.collection("digits_enriched")
+    enriched = run.collection("digits_digits_kmeans_enriched")
     truth = enriched.column("true_digit").to_pylist()
     clusters = enriched.column("cluster_id").to_pylist()
     majority = {c: Counter(t for t, k in zip(truth, clusters) if k == c).most_common(1)[0][0] for c in set(clusters)}
@@ -209,9 +225,8 @@ def test_data_labels_name_the_digit_a_cluster_holds(run):
 def test_a_sample_smaller_than_the_collection_still_assigns_every_document(run):
     m = run.metadata
     assert m["digits_sampled/sample"]["sample_size"] == SAMPLED
-    assert m["digits_sampled/assignments"]["fitted_on"] == SAMPLED
+    assert m["digits_sampled/model"]["fitted_on"] == SAMPLED
     assert m["digits_sampled/assignments"]["documents"] == 1797
-    assert m["digits_sampled/reduced_coords"]["fitted_on"] == SAMPLED
     assigned = run.asset("digits_sampled", "assignments.parquet")
     assert assigned.num_rows == 1797 and min(assigned.column("cluster_id").to_pylist()) >= 0
     enriched = run.collection("digits_by_sample")
@@ -225,19 +240,18 @@ def test_same_definition_same_data_same_result(run):
     first_assignments = run.asset("digits_sampled", "assignments.parquet")
     first_members = run.artifact("digits_sampled", "members.parquet")
     first_sample = run.asset("digits_sampled", "sample.parquet")
+    first_fit = run.run_ids["digits_sampled"]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CLUSTER_ASSETS_STORAGE", str(run.root))
-        defs = build_defs(run.folder)
-        again = dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-                               resources=defs.resources, selection=dg.AssetSelection.groups("digits_sampled"),
-                               instance=dg.DagsterInstance.ephemeral())
-    assert again.run_id != run.run_id
+        again = materialize_group(run.folder, "digits_sampled")
+    assert again.run_id != first_fit
     assert run.asset("digits_sampled", "sample.parquet").equals(first_sample)
     assert run.asset("digits_sampled", "assignments.parquet").equals(first_assignments)
     second_members = run.artifact("digits_sampled", "members.parquet", again.run_id)
     assert second_members.equals(first_members)
-    # each run keeps its own artifacts
-    assert sorted(run.storage.list_dir("artifacts", "digits_sampled")) == sorted([run.run_id, again.run_id])
+    # each run keeps its own artifacts, each fit its own outputs: the first fit's are still readable
+    assert sorted(run.storage.list_dir("artifacts", "digits_sampled")) == sorted([first_fit, again.run_id])
+    assert run.asset("digits_sampled", "assignments.parquet", first_fit).equals(first_assignments)
 
 
 # --- reduction and the run's artifacts --------------------------------------------------------
@@ -292,15 +306,17 @@ def test_centroids_artifact(run):
 # --- enrichment -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("group,source,target,fields", [
-    ("digits_kmeans", "digits", "digits_enriched", ["label", "summary", "keywords"]),
+    ("digits_kmeans", "digits", "digits_digits_kmeans_enriched", ["label", "summary", "keywords"]),
     ("digits_agglomerative", "digits", "digits_agglomerative", ["label", "keywords", "confidence", "representative"]),
     ("product_topics", "products", "products_enriched", ["label", "summary", "keywords"]),
 ])
-def test_enriched_collection_has_every_source_column_plus_cluster_and_fields(run, group, source, target, fields):
+def test_enriched_collection_has_every_source_column_but_the_vectors_plus_cluster_and_fields(
+        run, group, source, target, fields):
     original = run.collection(source)
+    carried = [c for c in original.column_names if c not in ("pixels", "text_embedding")]
     enriched = run.collection(target)
-    assert enriched.column_names == original.column_names + ["cluster_id", *fields]
-    assert enriched.select(original.column_names).equals(original)
+    assert enriched.column_names == carried + ["cluster_id", *fields]
+    assert enriched.select(carried).equals(original.select(carried))
     assigned = run.asset(group, "assignments.parquet")
     assert enriched.column("cluster_id").to_pylist() == assigned.column("cluster_id").to_pylist()
     labels = {row["cluster_id"]: row for row in run.asset(group, "labels.parquet").to_pylist()}
@@ -330,7 +346,8 @@ def test_source_collections_are_byte_identical_afterwards(run):
     assert run.sources_before == run.sources_after
     assert run.sources_before["digits"] and run.sources_before["products"]
     assert sorted(run.storage.list_collections()) == sorted(
-        ["digits", "products", "digits_enriched", "digits_by_sample", "digits_agglomerative", "products_enriched"])
+        ["digits", "products", "digits_digits_kmeans_enriched", "digits_by_sample", "digits_agglomerative",
+         "products_enriched"])
 
 
 # --- streaming in batches ---------------------------------------------------------------------
@@ -347,15 +364,14 @@ def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
     spec = parse_definition({"cluster_name": "streamed", "source_collection_ids": ["digits"],
                              "feature_addresses": ["pixels"], "algorithm": algorithm, "algorithm_config": config,
                              "sample_size": 600, "dimension_reduction": {"method": "pca", "components": 2}})
-    stages.run_sample(storage, spec)
-    stages.run_embeddings(storage, spec)
-    stages.run_assignments(storage, spec)
-    stages.run_labels(storage, spec, "run")
-    stages.run_reduced_coords(storage, spec, "run")
-    stages.run_enrichment(storage, spec)
-    out = {name: storage.read_table("assets", "streamed", name)
+    files = ["digits/a.parquet", "digits/b.parquet", "digits/c.parquet"]
+    ctx = stages.StageContext(storage, spec, "run", sample_id="run", fit_id="run", partitions=files,
+                              all_partitions=files)
+    for stage in stages.STAGES:
+        stage.run(ctx)
+    out = {name: read_output(storage, "streamed", name)
            for name in ("assignments.parquet", "coords.parquet", "clusters.parquet", "labels.parquet")}
-    out["enriched"] = storage.collection_dataset("digits_enriched").to_table()
+    out["enriched"] = storage.collection_dataset("digits_streamed_enriched").to_table()
     return out
 
 
@@ -363,14 +379,11 @@ def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
 def test_small_batches_give_the_same_result_as_one_batch(tmp_path, monkeypatch, algorithm, config):
     # The stages stream every document in batches of BATCH rows; with 1,797 documents a run is one
     # batch, so shrink it to exercise the batch boundaries (and the files' own boundaries).
-    import cluster_assets.stages.assign
     import cluster_assets.stages.embed
     import cluster_assets.stages.enrich
-    import cluster_assets.stages.reduce
 
     whole = run_stages(tmp_path / "whole", algorithm, config)
-    for module in (cluster_assets.stages.embed, cluster_assets.stages.assign, cluster_assets.stages.reduce,
-                   cluster_assets.stages.enrich):
+    for module in (cluster_assets.stages.embed, cluster_assets.stages.enrich):
         monkeypatch.setattr(module, "BATCH", 100)
     batched = run_stages(tmp_path / "batched", algorithm, config)
     for name in whole:

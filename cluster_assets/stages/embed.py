@@ -64,12 +64,12 @@ def _dimension(storage: Storage, cid: str, column: str, kind: str, dtype: pa.Dat
 
 
 def file_batches(storage: Storage, spec: ClusterDefinition, plan: list[FeatureColumn], partition: str,
-                 batch_size: int = BATCH, rows: np.ndarray | None = None):
+                 batch_size: int | None = None, rows: np.ndarray | None = None):
     """Yield (ids, matrix) for one source file, validated as it streams; ``rows`` keeps only those rows."""
     cid, name = layout.split_partition(partition)
     columns = [ID] + list(dict.fromkeys(f.column for f in plan))
     offset = 0
-    for batch in storage.iter_file(cid, name, columns, batch_size):
+    for batch in storage.iter_file(cid, name, columns, batch_size or BATCH):
         if rows is not None:
             wanted = rows[(rows >= offset) & (rows < offset + batch.num_rows)] - offset
             offset += batch.num_rows
