@@ -39,6 +39,8 @@ def main(definitions_dir: str, storage_root: str, out_json: str) -> None:
         t0 = time.perf_counter()
         with peak_rss() as memory:
             result = stage.run(ctx)
+            if result.commit:
+                result.commit()
         report["stages"][stage.name] = {
             "wall_s": round(time.perf_counter() - t0, 3),
             "duration_s": result.metadata.get("duration_s"),

@@ -1,10 +1,11 @@
 """Asset checks on each definition's fit, over every file's assignments: drift, noise share, cluster sizes.
 
-They sit on ``<cluster>/labels``, the stage that completes a fit (checks stay off the per-file
-partitioned assets: partitioned checks are a preview feature in Dagster 1.13). Thresholds come
-from the definition's ``checks`` block. A failing check is a WARN by default; with
-``checks.blocking: true`` it is an ERROR on a blocking check, so the enriched collection and the
-map are not materialized from a fit that failed it.
+They are declared on ``<cluster>/labels``, the stage that completes a fit, and evaluated in
+its step (checks stay off the per-file partitioned assets: partitioned checks are a preview
+feature in Dagster 1.13). Thresholds come from the definition's ``checks`` block. A failing
+check is a WARN by default; with ``checks.blocking: true`` it is an ERROR on a blocking check:
+the fit does not become current, and the enriched collection and the map are not
+materialized from it.
 
 Drift compares the current fit's assignments with the previous complete fit's, file by file;
 the first fit has none and its drift check passes, saying so.
@@ -14,15 +15,15 @@ the first fit has none and its drift check passes, saying so.
 from collections.abc import Iterator
 
 import dagster as dg
+import pyarrow as pa
 
 from cluster_assets import drift as measures
 from cluster_assets.spec import ClusterDefinition
-import pyarrow as pa
-
 from cluster_assets.stages import layout
 from cluster_assets.stages.outputs import fit_files
 from cluster_assets.stages.sample import source_files
 
+CHECKED_STAGE = "labels"
 CHECK_NAMES = ("drift", "noise_share", "cluster_sizes")
 DESCRIPTIONS = {
     "drift": "Share of documents (present in both runs) that changed cluster since the previous run, "
@@ -33,9 +34,31 @@ DESCRIPTIONS = {
 }
 
 
-def assignments_key(spec: ClusterDefinition) -> dg.AssetKey:
+def checked_key(spec: ClusterDefinition) -> dg.AssetKey:
     """The asset the checks sit on: the fit's labels, which aggregate every file's assignments."""
-    return dg.AssetKey([spec.cluster_name, "labels"])
+    return dg.AssetKey([spec.cluster_name, CHECKED_STAGE])
+
+
+def severity_of(spec: ClusterDefinition) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if spec.checks.blocking else dg.AssetCheckSeverity.WARN
+
+
+def check_specs(spec: ClusterDefinition) -> list[dg.AssetCheckSpec]:
+    """The checks of a definition, declared on its ``labels`` asset (evaluated in the same step)."""
+    if not spec.checks.enabled:
+        return []
+    config = spec.checks
+    thresholds = {
+        "drift": f"at most {config.max_changed_share:.0%} of documents change cluster",
+        "noise_share": f"at most {config.max_noise_share:.0%} noise",
+        "cluster_sizes": f"every cluster >= {config.min_cluster_size} documents, none above "
+                         f"{config.max_cluster_share:.0%} of them",
+    }
+    return [
+        dg.AssetCheckSpec(name, asset=checked_key(spec), blocking=config.blocking,
+                          description=f"{DESCRIPTIONS[name]} Passes when {thresholds[name]}.")
+        for name in CHECK_NAMES
+    ]
 
 
 def fit_assignments(storage, spec: ClusterDefinition, fit_id: str) -> pa.Table | None:
@@ -49,52 +72,28 @@ def fit_assignments(storage, spec: ClusterDefinition, fit_id: str) -> pa.Table |
         .replace_schema_metadata(None) for p in files)
 
 
-def build_cluster_checks(spec: ClusterDefinition) -> list[dg.AssetChecksDefinition]:
-    if not spec.checks.enabled:
-        return []
+def blocked(spec: ClusterDefinition, results: list[dg.AssetCheckResult]) -> bool:
+    return spec.checks.blocking and any(not r.passed for r in results)
+
+
+def evaluate(storage, spec: ClusterDefinition, fit_id: str, previous_fit_id: str | None) -> list[dg.AssetCheckResult]:
+    """The three results for a fit: its assignments, and the previous complete fit's for drift."""
+    return list(_evaluate(storage, spec, fit_id, previous_fit_id))
+
+
+def _evaluate(storage, spec: ClusterDefinition, fit_id: str, previous_fit_id: str | None) -> Iterator[dg.AssetCheckResult]:
     config = spec.checks
-    key = assignments_key(spec)
-    severity = dg.AssetCheckSeverity.ERROR if config.blocking else dg.AssetCheckSeverity.WARN
-    thresholds = {
-        "drift": f"at most {config.max_changed_share:.0%} of documents change cluster",
-        "noise_share": f"at most {config.max_noise_share:.0%} noise",
-        "cluster_sizes": f"every cluster >= {config.min_cluster_size} documents, none above "
-                         f"{config.max_cluster_share:.0%} of them",
-    }
-    specs = [
-        dg.AssetCheckSpec(name, asset=key, blocking=config.blocking,
-                          description=f"{DESCRIPTIONS[name]} Passes when {thresholds[name]}.")
-        for name in CHECK_NAMES
-    ]
-
-    @dg.multi_asset_check(
-        specs=specs,
-        name=f"{spec.group_name}_assignment_checks",
-        required_resource_keys={"storage"},
-        can_subset=False,
-    )
-    def assignment_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        storage = context.resources.storage.get()
-        yield from evaluate(storage, spec, severity)
-
-    return [assignment_checks]
-
-
-def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) -> Iterator[dg.AssetCheckResult]:
-    """The three results, from the current fit's files (and the previous fit's, for drift)."""
-    config = spec.checks
-    key = assignments_key(spec)
-    current_fit = layout.read_current(storage, spec)
-    current = fit_assignments(storage, spec, current_fit.fit_id) if current_fit else None
+    key = checked_key(spec)
+    severity = severity_of(spec)
+    current = fit_assignments(storage, spec, fit_id)
     if current is None:
         for name in CHECK_NAMES:
             yield dg.AssetCheckResult(check_name=name, asset_key=key, passed=False, severity=severity,
-                                      description=f"no complete fit of {spec.cluster_name!r}: run "
-                                                  f"`cluster-assets run {spec.cluster_name}` first")
+                                      description=f"no file is assigned in fit {fit_id}: materialize "
+                                                  f"{spec.cluster_name}/assignments first")
         return
 
-    previous = (fit_assignments(storage, spec, current_fit.previous_fit_id)
-                if current_fit.previous_fit_id else None)
+    previous = fit_assignments(storage, spec, previous_fit_id) if previous_fit_id else None
     if previous is not None:
         d = measures.drift(previous, current)
         passed = d.changed_share <= config.max_changed_share
@@ -108,7 +107,7 @@ def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) 
                 "compared_documents": dg.MetadataValue.int(d.compared),
                 "adjusted_rand_index": dg.MetadataValue.float(round(d.ari, 4)),
                 "max_changed_share": dg.MetadataValue.float(config.max_changed_share),
-                "previous_fit_id": dg.MetadataValue.text(current_fit.previous_fit_id),
+                "previous_fit_id": dg.MetadataValue.text(previous_fit_id),
             },
         )
     else:
@@ -149,7 +148,3 @@ def evaluate(storage, spec: ClusterDefinition, severity: dg.AssetCheckSeverity) 
             "empty_clusters": dg.MetadataValue.json(empty[:100]),
         },
     )
-
-
-def build_all_checks(specs) -> list[dg.AssetChecksDefinition]:
-    return [check for spec in specs for check in build_cluster_checks(spec)]

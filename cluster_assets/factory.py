@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from cluster_assets import lineage, partitions
+from cluster_assets import checks, lineage, partitions
 from cluster_assets.profiling import peak_rss
 from cluster_assets.spec import ClusterDefinition, LoadedDefinition
-from cluster_assets.stages import STAGES, Stage, StageResult
+from cluster_assets.stages import STAGES, Stage, StageResult, layout
 from cluster_assets.storage import Storage
 
 def collection_key(collection_id: str) -> dg.AssetKey:
@@ -63,8 +63,9 @@ def result_metadata(result: StageResult, context: dg.AssetExecutionContext) -> d
     return metadata
 
 
-def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata=result_metadata(result, context))
+def to_materialize_result(result: StageResult, context: dg.AssetExecutionContext,
+                          check_results: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=result_metadata(result, context), check_results=check_results or [])
 
 
 def per_file_result(result: StageResult, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -114,6 +115,7 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             backfill_policy=dg.BackfillPolicy.single_run(),
             # steps of one definition never overlap, whichever run they belong to
             pool=pool_name(spec),
+            check_specs=checks.check_specs(spec) if stage.name == checks.CHECKED_STAGE else None,
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             storage = context.resources.storage.get()
@@ -125,7 +127,18 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             result.metadata.update(memory)
             if stage.per_file:
                 return per_file_result(result, context)
-            return to_materialize_result(result, context)
+            results = []
+            if stage.name == checks.CHECKED_STAGE and spec.checks.enabled:
+                current = layout.read_current(storage, spec)
+                previous = current.fit_id if current and current.fit_id != ctx.fit_id else \
+                    (current.previous_fit_id if current else None)
+                results = checks.evaluate(storage, spec, ctx.fit_id, previous)
+                if checks.blocked(spec, results):
+                    context.log.error(f"fit {ctx.fit_id} failed a blocking check: it does not become current")
+                    result.commit = None
+            if result.commit:
+                result.commit()
+            return to_materialize_result(result, context, results)
 
         return stage_asset
 

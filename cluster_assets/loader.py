@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cluster_assets import checks, factory, triggers, webhooks
+from cluster_assets import factory, triggers, webhooks
 from cluster_assets.resources import default_definitions_dir, llm_resource, storage_resource
 from cluster_assets.spec import load_definitions
 
@@ -28,7 +28,6 @@ def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
     schedules, sensors = triggers.build_all_triggers(specs)
     return dg.Definitions(
         assets=[*collections, *assets],
-        asset_checks=checks.build_all_checks(specs),
         schedules=schedules,
         sensors=[*sensors, *webhooks.build_webhook_sensors(specs)],
         resources={"storage": storage_resource(), "llm": llm_resource()},

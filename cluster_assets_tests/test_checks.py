@@ -1,4 +1,4 @@
-"""Asset checks on assignments: the drift and size measures, and the checks passing, warning and blocking."""
+"""Asset checks on a fit: the drift and size measures, and the checks passing, warning and blocking."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster_assets import drift
+from cluster_assets import checks, drift
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import parse_definition
 from cluster_assets.stages import layout
-from cluster_assets_tests.conftest import write_definition
+from cluster_assets_tests.conftest import materialize_group, write_definition
 from cluster_assets_tests.small import definition, write_blobs
 
 
@@ -61,30 +61,22 @@ def test_sizes_find_empty_giant_and_noise():
     assert drift.cluster_sizes(assignments([-1, -1])).sizes == {}
 
 
-# --- the Dagster checks over crafted assignments ------------------------------------------
-
-def run_checks(definitions_dir, name="blobs"):
-    defs = build_defs(definitions_dir)
-    key = dg.AssetKey([name, "assignments"])
-    result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources,
-                            selection=dg.AssetSelection.checks_for_assets(key),
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
+# --- the checks over crafted fits (the contract: evaluate() over a fit's files) ----------------
 
 def craft(storage, spec_body, current, previous=None):
+    """Write ``current`` (and ``previous``) as the assignments of the one file of a fit; returns the results."""
     spec = parse_definition(spec_body)
-    storage.write_table(current, *layout.asset_parts(spec, layout.ASSIGNMENTS))
-    if previous is not None:
-        storage.write_table(previous, *layout.asset_parts(spec, layout.PREVIOUS_ASSIGNMENTS))
+    write_blobs(storage, per_blob=len(current) // 3 + 1)
+    for fit_id, table in (("fit-new", current), ("fit-old", previous)):
+        if table is not None:
+            storage.write_table(table, *layout.file_parts(spec, fit_id, "points/part-0.parquet", layout.ASSIGNMENTS))
+    results = checks.evaluate(storage, spec, "fit-new", "fit-old" if previous is not None else None)
+    return {r.check_name: r for r in results}
 
 
-def test_checks_pass_on_healthy_assignments(definitions_dir, storage):
-    body = definition()
-    write_definition(definitions_dir, body)
+def test_checks_pass_on_healthy_assignments(storage):
     labels = np.repeat([0, 1, 2], 40)
-    craft(storage, body, assignments(labels), assignments((labels + 1) % 3))  # renamed only
-    results = run_checks(definitions_dir)
+    results = craft(storage, definition(), assignments(labels), assignments((labels + 1) % 3))  # renamed only
     assert set(results) == {"drift", "noise_share", "cluster_sizes"}
     assert all(r.passed for r in results.values()), {n: r.description for n, r in results.items()}
     assert results["drift"].metadata["changed_share"].value == 0.0
@@ -92,24 +84,19 @@ def test_checks_pass_on_healthy_assignments(definitions_dir, storage):
     assert results["cluster_sizes"].metadata["num_clusters"].value == 3
 
 
-def test_first_run_drift_passes_and_says_so(definitions_dir, storage):
-    body = definition()
-    write_definition(definitions_dir, body)
-    craft(storage, body, assignments(np.repeat([0, 1, 2], 40)))
-    results = run_checks(definitions_dir)
-    assert results["drift"].passed and "first run" in results["drift"].description
+def test_first_fit_drift_passes_and_says_so(storage):
+    results = craft(storage, definition(), assignments(np.repeat([0, 1, 2], 40)))
+    assert results["drift"].passed and "first fit" in results["drift"].description
 
 
-def test_checks_fail_as_warnings_on_bad_assignments(definitions_dir, storage):
+def test_checks_fail_as_warnings_on_bad_assignments(storage):
     body = definition(checks={"max_changed_share": 0.2, "max_noise_share": 0.1, "max_cluster_share": 0.5})
-    write_definition(definitions_dir, body)
     rng = np.random.default_rng(1)
     previous = rng.integers(0, 4, 200)
     current = previous.copy()
     current[:80] = -1  # 40% noise now
     current[80:] = np.where(current[80:] == 1, 0, current[80:])  # cluster 1 emptied into 0: giant and empty
-    craft(storage, body, assignments(current), assignments(previous))
-    results = run_checks(definitions_dir)
+    results = craft(storage, body, assignments(current), assignments(previous))
     assert not results["drift"].passed
     assert results["drift"].metadata["changed_share"].value > 0.2
     assert not results["noise_share"].passed
@@ -120,26 +107,29 @@ def test_checks_fail_as_warnings_on_bad_assignments(definitions_dir, storage):
     assert sizes.metadata["empty_clusters"].value == [1]
     for r in results.values():
         assert r.severity == dg.AssetCheckSeverity.WARN
+    assert not checks.blocked(parse_definition(body), list(results.values()))  # warnings never block
 
 
-def test_missing_assignments_fail_with_a_clear_message(definitions_dir, storage):
-    write_definition(definitions_dir, definition())
-    results = run_checks(definitions_dir)
+def test_a_fit_without_assignments_fails_with_a_clear_message(storage):
+    write_blobs(storage)
+    results = {r.check_name: r for r in checks.evaluate(storage, parse_definition(definition()), "fit-x", None)}
     assert not any(r.passed for r in results.values())
     assert "materialize blobs/assignments first" in results["noise_share"].description
 
 
-def test_checks_can_be_disabled(definitions_dir, storage):
+def test_checks_sit_on_labels_and_can_be_disabled(definitions_dir, storage):
+    write_definition(definitions_dir, definition())
+    labels = build_defs(definitions_dir).resolve_assets_def(dg.AssetKey(["blobs", "labels"]))
+    assert {key.name for key in labels.check_keys} == {"drift", "noise_share", "cluster_sizes"}
     write_definition(definitions_dir, definition(checks={"enabled": False}))
-    assert not build_defs(definitions_dir).asset_checks
+    labels = build_defs(definitions_dir).resolve_assets_def(dg.AssetKey(["blobs", "labels"]))
+    assert not labels.check_keys
 
 
 # --- real runs ----------------------------------------------------------------------------
 
 def materialize(definitions_dir, instance):
-    defs = build_defs(definitions_dir)
-    return dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources,
-                          selection=dg.AssetSelection.groups("blobs"), instance=instance, raise_on_error=False)
+    return materialize_group(definitions_dir, "blobs", instance, raise_on_error=False)
 
 
 def test_drift_between_two_real_runs_warns_without_failing_the_run(definitions_dir, storage):
@@ -181,6 +171,8 @@ def test_blocking_check_stops_downstream_stages(definitions_dir, storage):
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "holds" in evaluation.description
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert "assignments" in materialized
-    assert not materialized & {"reduced_coords", "labels", "enriched_collection"}
+    assert {"assignments", "labels"} <= materialized
+    assert not materialized & {"enriched_collection", "cluster_map"}
     assert not result.success
+    # the fit that failed never became current: incremental runs keep using the last good one (none here)
+    assert layout.read_current(storage, parse_definition(definition())) is None

@@ -368,7 +368,9 @@ def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
     ctx = stages.StageContext(storage, spec, "run", sample_id="run", fit_id="run", partitions=files,
                               all_partitions=files)
     for stage in stages.STAGES:
-        stage.run(ctx)
+        result = stage.run(ctx)
+        if result.commit:
+            result.commit()
     out = {name: read_output(storage, "streamed", name)
            for name in ("assignments.parquet", "coords.parquet", "clusters.parquet", "labels.parquet")}
     out["enriched"] = storage.collection_dataset("digits_streamed_enriched").to_table()

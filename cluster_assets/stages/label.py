@@ -180,13 +180,9 @@ def run_labels(ctx: StageContext) -> StageResult:
         storage.write_table(table, *layout.fit_parts(spec, fit_id, layout.LABELS))
         artifact = centroids_artifact(clusters, table)
         uri = storage.write_table(artifact, *layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT))
-        previous = layout.read_current(storage, spec)
-        layout.write_current(storage, spec, layout.CurrentFit(
-            fit_id=fit_id, sample_id=fit.sample_id, partitions=list(partitions),
-            previous_fit_id=(previous.previous_fit_id if previous and previous.fit_id == fit_id
-                             else previous.fit_id if previous else None)))
     result.row_count = len(cluster_ids)
     result.uri = uri
+    result.commit = lambda: make_current(storage, spec, fit_id, fit.sample_id, partitions)
     result.paths["centroids_artifact"] = uri
     result.metadata[layout.FIT_ID_KEY] = fit_id
     result.metadata.update(outcome.metadata)
@@ -196,6 +192,15 @@ def run_labels(ctx: StageContext) -> StageResult:
     if not cluster_ids:
         result.warnings.append("every document is noise: loosen the algorithm's parameters")
     return result
+
+
+def make_current(storage, spec: ClusterDefinition, fit_id: str, sample_id: str, partitions: list[str]) -> None:
+    """The fit becomes the one every later read uses (incremental runs, enrichment, the CLI)."""
+    previous = layout.read_current(storage, spec)
+    layout.write_current(storage, spec, layout.CurrentFit(
+        fit_id=fit_id, sample_id=sample_id, partitions=list(partitions),
+        previous_fit_id=(previous.previous_fit_id if previous and previous.fit_id == fit_id
+                         else previous.fit_id if previous else None)))
 
 
 def labels_table(labels: list[kw.ClusterLabel], source: str, extra_types: dict | None = None) -> pa.Table:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @dataclass
@@ -19,6 +19,8 @@ class StageResult:
     warnings: list[str] = field(default_factory=list)
     # per-file stages: each file's own figures (<collection_id>/<file name> -> metadata)
     per_partition: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # done by the runner once the stage's checks pass (labels: make the fit current)
+    commit: Callable[[], None] | None = None
 
 
 @contextmanager
