@@ -65,9 +65,8 @@ def embed(storage: Storage, addresses: list[str], **extra) -> tuple[np.ndarray, 
         "algorithm_config": {"num_clusters": 2},
         **extra,
     })
-    stages.run_sample(storage, spec)
-    result = stages.run_embeddings(storage, spec)
-    table = storage.read_table(*layout.asset_parts(spec, layout.EMBEDDINGS))
+    result = stages.run_plain(storage, spec, "run", until="embeddings")["embeddings"]
+    table = storage.read_table(*layout.sample_parts(spec, "run", layout.EMBEDDINGS))
     assert table.column("document_id").to_pylist() == [f"doc-{i}" for i in range(N)]
     return read_matrix(table), result.metadata
 

@@ -364,13 +364,9 @@ def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
     spec = parse_definition({"cluster_name": "streamed", "source_collection_ids": ["digits"],
                              "feature_addresses": ["pixels"], "algorithm": algorithm, "algorithm_config": config,
                              "sample_size": 600, "dimension_reduction": {"method": "pca", "components": 2}})
-    files = ["digits/a.parquet", "digits/b.parquet", "digits/c.parquet"]
-    ctx = stages.StageContext(storage, spec, "run", sample_id="run", fit_id="run", partitions=files,
-                              all_partitions=files)
-    for stage in stages.STAGES:
-        result = stage.run(ctx)
-        if result.commit:
-            result.commit()
+    ctx = stages.plain_context(storage, spec, "run")
+    assert ctx.partitions == ["digits/a.parquet", "digits/b.parquet", "digits/c.parquet"]
+    stages.run_plain(storage, spec, ctx=ctx)
     out = {name: read_output(storage, "streamed", name)
            for name in ("assignments.parquet", "coords.parquet", "clusters.parquet", "labels.parquet")}
     out["enriched"] = storage.collection_dataset("digits_streamed_enriched").to_table()

@@ -59,4 +59,30 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 BY_NAME = {s.name: s for s in STAGES}
 PER_FILE = tuple(s.name for s in STAGES if s.per_file)
 
-__all__ = ["BY_NAME", "LineageError", "PER_FILE", "STAGES", "STAGE_NAMES", "Stage", "StageContext", "StageResult"]
+def plain_context(storage, spec, run_id: str) -> StageContext:
+    """A context for running every stage in one process without Dagster: one id for sample, fit and run."""
+    from cluster_assets.stages.sample import source_files
+
+    files = list(source_files(storage, spec))
+    return StageContext(storage, spec, run_id, sample_id=run_id, fit_id=run_id, partitions=files,
+                        all_partitions=files)
+
+
+def run_plain(storage, spec, run_id: str = "plain", until: str | None = None, ctx: StageContext | None = None,
+              on_result: Callable[[Stage, StageResult], None] | None = None) -> dict[str, StageResult]:
+    """Every stage in order (up to ``until``) as plain function calls: the bench's reference, the tests' shortcut."""
+    ctx = ctx or plain_context(storage, spec, run_id)
+    results: dict[str, StageResult] = {}
+    for stage in STAGES:
+        result = stage.run(ctx)
+        if result.commit:
+            result.commit()
+        results[stage.name] = result
+        if on_result:
+            on_result(stage, result)
+        if stage.name == until:
+            break
+    return results
+
+
+__all__ = ["plain_context", "run_plain", "BY_NAME", "LineageError", "PER_FILE", "STAGES", "STAGE_NAMES", "Stage", "StageContext", "StageResult"]
