@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster_assets.factory import STAGES
+from cluster_assets.stages import STAGE_NAMES as STAGES
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import load_definitions
 from cluster_assets_tests.conftest import materialize_group, write_definition, write_table
@@ -128,9 +128,13 @@ def test_one_broken_definition_does_not_stop_the_others(definitions_dir, caplog,
 # --- data ---------------------------------------------------------------------------------------
 
 def test_missing_collection(definitions_dir, storage):
+    # The full run lists the source files first (they become its partitions): no run starts.
+    from cluster_assets.storage import CollectionError
+
     write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["nowhere"]})
-    step, message = failure(definitions_dir)
-    assert step == "sample"
+    with pytest.raises(CollectionError) as error:
+        materialize_group(definitions_dir, "points", raise_on_error=False)
+    message = str(error.value)
     assert message.startswith("collection 'nowhere' not found: no Parquet files under ")
     assert str(Path(storage.root).resolve() / "collections" / "nowhere") in message
 
@@ -152,8 +156,8 @@ def test_vectors_of_different_lengths(definitions_dir, storage):
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
     assert step == "embeddings"
-    assert message == ("collection 'points', column 'vec': vectors of different lengths: document 'doc-7' has "
-                       "3 values, expected 4")
+    assert message == ("collection 'points', file part-0.parquet, column 'vec': vectors of different lengths: "
+                       "document 'doc-7' has 3 values, expected 4")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -166,7 +170,8 @@ def test_nan_or_infinite_values(definitions_dir, storage, bad):
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
     assert step == "embeddings"
-    assert message == "collection 'points': document 'doc-12' has NaN or infinite values (2 documents)"
+    assert message == ("collection 'points', file part-0.parquet: document 'doc-12' has NaN or infinite values "
+                       "(2 documents)")
 
 
 def test_a_document_without_a_vector(definitions_dir, storage):
@@ -176,7 +181,8 @@ def test_a_document_without_a_vector(definitions_dir, storage):
     write_table(storage, "points", with_vectors(table, vectors))
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
-    assert step == "embeddings" and message == "collection 'points', column 'vec': document 'doc-4' has no vector"
+    assert step == "embeddings" and message == ("collection 'points', file part-0.parquet, column 'vec': "
+                                                "document 'doc-4' has no vector")
 
 
 def test_an_empty_collection(definitions_dir, storage):
@@ -210,15 +216,16 @@ def test_duplicate_document_ids(definitions_dir, storage):
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
     assert step == "sample"
-    assert message == ("duplicate document_id 'doc-3' in collection 'points' (1 ids appear more than once); "
-                       "ids must be unique")
+    assert message == ("duplicate document_id 'doc-3' in points/part-0.parquet and points/part-0.parquet "
+                       "(1 ids appear more than once); ids must be unique")
 
 
 def test_a_collection_without_document_ids(definitions_dir, storage):
     write_table(storage, "points", points().rename_columns(["id", "text", "vec"]))
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
-    assert step == "sample" and message == "collection 'points' has no 'document_id' column"
+    assert step == "sample" and message == ("collection 'points', file part-0.parquet has no column 'document_id'; "
+                                            "columns: id, text, vec")
 
 
 def test_duplicate_document_ids_across_collections(definitions_dir, storage):
@@ -226,7 +233,18 @@ def test_duplicate_document_ids_across_collections(definitions_dir, storage):
     write_table(storage, "b", points(seed=1))
     write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["a", "b"]})
     step, message = failure(definitions_dir)
-    assert step == "sample" and message.startswith("duplicate document_id 'doc-0' in collection 'a', 'b' ")
+    assert step == "sample" and message.startswith("duplicate document_id 'doc-0' in a/part-0.parquet and "
+                                                   "b/part-0.parquet ")
+
+
+def test_a_document_id_in_two_files_of_one_collection_names_both_files(definitions_dir, storage):
+    write_table(storage, "points", points())
+    storage.write_table(points(n=3, seed=4, ids=["new-0", "doc-7", "new-2"]), "collections", "points",
+                        "part-1.parquet")
+    write_definition(definitions_dir, GOOD)
+    step, message = failure(definitions_dir)
+    assert step == "sample" and message == ("duplicate document_id 'doc-7' in points/part-0.parquet and "
+                                            "points/part-1.parquet (1 ids appear more than once); ids must be unique")
 
 
 # --- and nothing is lost -----------------------------------------------------------------------
@@ -235,7 +253,7 @@ def test_a_failed_run_leaves_the_previous_results_and_the_source_whole(definitio
     write_table(storage, "points", points())
     write_definition(definitions_dir, GOOD)
     assert materialize_group(definitions_dir, "points").success
-    target = Path(storage.root) / "collections" / "points_enriched" / "part-0.parquet"
+    target = Path(storage.root) / "collections" / "points_points_enriched" / "part-0.parquet"
     enriched_before = target.read_bytes()
     # a new file of documents arrives with a broken vector
     broken = points(n=3, seed=5, ids=["new-0", "new-1", "new-2"])
@@ -248,7 +266,7 @@ def test_a_failed_run_leaves_the_previous_results_and_the_source_whole(definitio
     step, message = failure(definitions_dir)
     assert step == "embeddings" and "document 'new-1'" in message
     assert target.read_bytes() == enriched_before
-    assert storage.collection_dataset("points_enriched").count_rows() == 30
+    assert storage.collection_dataset("points_points_enriched").count_rows() == 30
     assert source == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                       for p in (Path(storage.root) / "collections" / "points").iterdir()}
 
@@ -268,7 +286,7 @@ def test_integer_document_ids_are_matched_as_strings_end_to_end(definitions_dir,
     write_table(storage, "points", table)
     write_definition(definitions_dir, {**GOOD, "enrichment": {"fields": ["label", "representative"]}})
     assert materialize_group(definitions_dir, "points").success
-    enriched = storage.collection_dataset("points_enriched").to_table()
+    enriched = storage.collection_dataset("points_points_enriched").to_table()
     assert enriched.column("document_id").type == pa.int64()  # the source's columns are kept as they were
     assert enriched.column("cluster_id").null_count == 0
     assert sorted(set(enriched.column("cluster_id").to_pylist())) == [0, 1, 2]
