@@ -33,12 +33,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
 
 from cluster_assets import history
+from cluster_assets.secrets import redact_endpoint as redact
 from cluster_assets.spec import ClusterDefinition, Webhook
 
 SIGNATURE_HEADER = "X-Cluster-Assets-Signature"
@@ -48,14 +48,6 @@ RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 BACKOFF_S = 0.5
 
 logger = logging.getLogger("cluster_assets.webhooks")
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}/…"
 
 
 def sign(secret: str, body: bytes) -> str:
