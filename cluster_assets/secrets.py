@@ -8,8 +8,8 @@
 - ``Scrubber``: text (or a parsed answer) with every run of 8+ characters taken from
   a configured secret replaced, whole or in part (a provider echoing a key's suffix
   is caught), plus anything shaped like an API key or a URL credential.
-- ``protect_logs``: the HTTP clients the SDKs use log each request's URL; a filter on
-  their loggers scrubs those records.
+- ``protect_logs``: the HTTP clients the SDKs use log each request's URL, and botocore
+  logs the signature of each presigned URL; a filter on their loggers scrubs those records.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _URL_USERINFO = re.compile(r"(?<=://)[^\s/?#@\[\]]+@")
 _URL_CREDENTIAL = re.compile(
     r"([?&](?:" + "|".join(re.escape(n) for n in sorted(CREDENTIAL_PARAMETERS, key=len, reverse=True))
     + r")=)[^&\s\"'<>#]+", re.IGNORECASE)
+_SIGNATURE_LINE = re.compile(r"(Signature:\s*)[0-9a-fA-F]{40,}")  # botocore's debug log of a SigV4 signature
 
 
 # --- URLs ----------------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class Scrubber:
             text = text.replace(secret, REDACTED)
         text = _URL_USERINFO.sub(REDACTED + "@", text)
         text = _URL_CREDENTIAL.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _SIGNATURE_LINE.sub(lambda m: m.group(1) + REDACTED, text)
         return _KEY_LIKE.sub(REDACTED, text)
 
     def _without_windows(self, text: str) -> str:
