@@ -162,7 +162,8 @@ def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
     labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
     assert "Gateway [redacted]" in labels.column("label").to_pylist()  # the answer was kept, scrubbed
     meta = labels_metadata(instance)
-    assert meta["labeling_source"] == "mixed" and "HTTP 500: upstream rejected key [redacted]" in meta["fallback_reason"]
+    assert meta["labeling_source"] == "mixed"
+    assert "HTTP 500: upstream rejected key [redacted]" in meta["fallback_reason"]
     root = Path(demo_storage.root)
     assert [p.name for p in root.rglob("map.html")] and list((root / "cache" / "llm_labels").glob("*.json"))
     tables = [labels, demo_storage.read_table("artifacts", GROUP, result.run_id, "centroids.parquet"),

@@ -83,7 +83,8 @@ class LLMLabeler:
         return prompt, missing
 
     def key_for(self, prompt: Prompt) -> str:
-        return cache_key(provider=self.provider.name, model=self.provider.model, base_url=redact_url(self.provider.base_url),
+        return cache_key(provider=self.provider.name, model=self.provider.model,
+                         base_url=redact_url(self.provider.base_url),
                          prompt=prompt.fingerprint(), schema=self.schema)
 
     def label_one(self, evidence: ClusterEvidence, prompt: Prompt, has_documents: bool) -> ClusterResult:

@@ -100,7 +100,7 @@ class Provider:
         self.scrubber = Scrubber([api_key, *url_secrets(self.endpoint)])
 
     def __repr__(self) -> str:  # never the key, nor the endpoint's credentials
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.scrub(redact_url(self.base_url) or '')!r})"
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.scrub(redact_url(self.base_url))!r})"
 
     # --- what a subclass provides ---------------------------------------------------------------
     def _make_client(self):
