@@ -116,12 +116,14 @@ class Delivery:
 
 def deliver(webhook: Webhook, body: bytes, headers: dict[str, str], log=logger, backoff_s: float = BACKOFF_S,
             *, msg_id: str | None = None, deadline: float | None = None, attempts_done: int = 0,
-            clock: Callable[[], float] = time.monotonic) -> Delivery:
+            about: str = "", clock: Callable[[], float] = time.monotonic) -> Delivery:
     """POST ``body``, retrying while attempts are left and ``deadline`` (a ``clock`` time) allows; never raises.
 
     Every attempt carries the same ``webhook-id`` and its own ``webhook-timestamp`` and signature.
+    ``about`` (the definition and run) goes into the log lines.
     """
     endpoint = redact(webhook.url)
+    where = f"webhook {endpoint}" + (f" ({about})" if about else "")
     headers = {"Content-Type": "application/json", "User-Agent": "cluster-assets-webhook", **headers,
                ID_HEADER: msg_id or f"msg_{uuid.uuid4().hex}"}
     secret = None
@@ -129,7 +131,7 @@ def deliver(webhook: Webhook, body: bytes, headers: dict[str, str], log=logger, 
         secret = os.environ.get(webhook.secret_env)
         if not secret:
             error = f"environment variable {webhook.secret_env} is not set: not sending an unsigned delivery"
-            log.error(f"webhook {endpoint}: {error}")
+            log.error(f"{where}: {error}")
             return Delivery(endpoint, False, attempts_done, error=error)
         headers[SIGNATURE_HEADER] = sign(secret, body)
     max_attempts = webhook.max_retries + 1
@@ -161,13 +163,13 @@ def deliver(webhook: Webhook, body: bytes, headers: dict[str, str], log=logger, 
             break
         pause = backoff_s * (2 ** (attempts - 1))
         if deadline is not None and clock() + pause + MIN_ATTEMPT_S > deadline:
-            log.warning(f"webhook {endpoint}: attempt {attempts} failed ({error}); retrying on a later tick")
+            log.warning(f"{where}: attempt {attempts} failed ({error}); retrying on a later tick")
             return Delivery(endpoint, False, attempts, status, error, retry=True)
-        log.warning(f"webhook {endpoint}: attempt {attempts} failed ({error}); retrying")
+        log.warning(f"{where}: attempt {attempts} failed ({error}); retrying")
         time.sleep(pause)
     if retryable and attempts < max_attempts:  # the tick ran out before this attempt
         return Delivery(endpoint, False, attempts, status, error, retry=True)
-    log.error(f"webhook {endpoint}: giving up after {attempts} attempts ({error})")
+    log.error(f"{where}: giving up after {attempts} attempts ({error})")
     return Delivery(endpoint, False, attempts, status, error)
 
 
@@ -301,7 +303,7 @@ def run_tick(instance: dg.DagsterInstance, specs: dict[str, ClusterDefinition], 
         futures = [pool.submit(deliver, hook, body,
                                {EVENT_HEADER: item.event, DELIVERY_HEADER: f"{item.run_id}:{item.event}"}, log,
                                msg_id=message_id(item.run_id, item.event, item.cluster), deadline=deadline,
-                               attempts_done=item.attempts)
+                               attempts_done=item.attempts, about=f"{item.cluster}, run {item.run_id}")
                    for item, hook, body in jobs]
         wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0)
         pool.shutdown(wait=False, cancel_futures=True)
@@ -312,8 +314,8 @@ def run_tick(instance: dg.DagsterInstance, specs: dict[str, ClusterDefinition], 
             delivery = future.result()
             deliveries.append(delivery)
             if delivery.ok:
-                log.info(f"webhook {delivery.endpoint}: delivered run {item.run_id} ({delivery.status}) "
-                         f"after {delivery.attempts} attempt(s)")
+                log.info(f"webhook {delivery.endpoint} ({item.cluster}, run {item.run_id}): delivered "
+                         f"({delivery.status}) after {delivery.attempts} attempt(s)")
             elif delivery.retry:
                 item.attempts = delivery.attempts
                 carried.append(item)

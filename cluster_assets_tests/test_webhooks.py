@@ -227,7 +227,7 @@ def test_down_slow_and_failing_endpoints_never_fail_the_sensor(definitions_dir, 
     assert elapsed < 5, elapsed  # bounded by timeout x attempts, endpoints in parallel
     assert len([r for r in sink.received if r["path"] == "/slow"]) == 2
     logged = capfd.readouterr().err
-    assert "giving up after 2 attempts" in logged
+    assert f"(blobs, run {result.run_id}): giving up after 2 attempts" in logged  # names definition and run
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
