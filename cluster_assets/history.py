@@ -3,6 +3,12 @@
 Dagster keeps the history; this module only reads it (runs, their tags, the
 materializations they recorded) and summarises it per definition for the
 ``executions`` command, ``definitions show`` and the webhooks.
+
+A killed run stays STARTED in Dagster forever (run monitoring ends it only with
+a daemon and ``max_runtime_seconds``). Dagster records the run's process id
+(its RUN_START event) but not the host, so every run records its host as the
+tag ``cluster_assets/host``; a STARTED run whose process is gone from this
+host is reported as dead, and ``mark_failed`` ends it in the instance.
 """
 
 from __future__ import annotations
@@ -14,9 +20,41 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from cluster_assets.processes import process_alive, this_host
 from cluster_assets.triggers import TAG_CLUSTER, TAG_DEFINITION, TAG_TRIGGER
 
 SCAN_LIMIT = 2_000  # most recent runs looked at when listing one definition's runs
+TAG_HOST = "cluster_assets/host"
+DEAD = "DEAD"  # the status shown for a STARTED run whose process is gone
+
+
+def record_run_host(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Tag a run with the host it runs on, once (its steps may each call this)."""
+    if run.tags.get(TAG_HOST) != this_host():
+        instance.add_run_tags(run.run_id, {TAG_HOST: this_host()})
+
+
+def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that started the run (the pid of its RUN_START event)."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event is not None else None
+
+
+def dead_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """For a STARTED run of this host whose process is gone: ``"pid N on HOST"``; else None.
+    Runs of other hosts, or that recorded no host, are never called dead from here."""
+    if run.status != dg.DagsterRunStatus.STARTED or run.tags.get(TAG_HOST) != this_host():
+        return None
+    pid = run_pid(instance, run.run_id)
+    if pid is None or process_alive(pid):
+        return None
+    return f"pid {pid} on {this_host()}"
+
+
+def mark_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, process: str) -> None:
+    instance.report_run_failed(run, message=f"the run's process ({process}) is gone: it was killed or crashed; "
+                                            "marked failed by `cluster-assets executions --mark-dead-failed`")
 
 
 def planned_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[dg.AssetKey]:
@@ -61,6 +99,7 @@ class RunSummary:
     artifacts: dict[str, str] = field(default_factory=dict)
     enriched_collections: dict[str, str] = field(default_factory=dict)
     materialized: list[str] = field(default_factory=list)
+    dead_process: str | None = None  # "pid N on HOST" of a STARTED run whose process is gone
 
     @property
     def duration_s(self) -> float | None:
@@ -86,6 +125,7 @@ class RunSummary:
             "artifacts": self.artifacts,
             "enriched_collections": self.enriched_collections,
             "materialized": self.materialized,
+            "dead_process": self.dead_process,
         }
 
 
@@ -116,6 +156,12 @@ def summarize(instance: dg.DagsterInstance, record, cluster_name: str) -> RunSum
             summary.artifacts["centroids"] = str(meta["centroids_artifact"])
         elif stage == "enriched_collection" and isinstance(meta.get("target_collections"), dict):
             summary.enriched_collections = dict(meta["target_collections"])
+    summary.dead_process = dead_process(instance, run)
+    if summary.dead_process:
+        # Dead since its last event at the latest: the duration stops growing.
+        last = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
+        summary.status = DEAD
+        summary.ended_at = last[0].event_log_entry.timestamp if last else summary.started_at
     return summary
 
 

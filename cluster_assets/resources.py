@@ -36,6 +36,14 @@ class StorageResource(dg.ConfigurableResource):
     def get(self) -> Storage:
         return Storage(self.root)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every asset takes this resource: the place where each run records its host, which
+        # `cluster-assets executions` needs to tell a killed run from a live one.
+        if context.instance is not None and context.dagster_run is not None:
+            from cluster_assets.history import record_run_host
+
+            record_run_host(context.instance, context.dagster_run)
+
 
 def storage_resource() -> StorageResource:
     if os.environ.get(STORAGE_ENV):

@@ -10,13 +10,17 @@ Every write is atomic: data goes to a staging name that readers ignore (a
 leading ``_``, as pyarrow datasets do) and is moved over the target only when
 complete. On a local disk the move is a rename; on S3 it is a server-side copy,
 which makes the target appear whole or not at all. A kill mid-write leaves the
-previous target intact and at most a ``_staging-*`` file behind.
+previous target intact and at most a ``_staging-*`` file behind; on a local disk
+the next successful write into the same folder removes the staging files of
+writers that are gone (their host and pid are in the name) or idle for an hour.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,14 +32,36 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from cluster_assets.processes import process_alive, this_host
 from cluster_assets.spec import check_safe_id
 
 STAGING_PREFIX = "_staging-"
+STALE_STAGING_SECONDS = 3600
+# _staging-<uuid>-<pid>-<host without '-'>-<target name>
+_STAGING_WRITER = re.compile(r"_staging-[0-9a-f]{32}-(\d+)-([^-]*)-")
 ROW_GROUP_ROWS = 65_536
 
 
 class CollectionError(ValueError):
     """A collection that cannot be read as asked; the message names the collection."""
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", this_host())
+
+
+def staging_name(name: str) -> str:
+    """A staging name for ``name`` that says which process writes it."""
+    return f"{STAGING_PREFIX}{uuid.uuid4().hex}-{os.getpid()}-{_host_tag()}-{name}"
+
+
+def staging_abandoned(name: str, mtime: float, now: float) -> bool:
+    """Whether a staging file belongs to no write in progress: its writer on this host is gone,
+    or nothing was written to it for an hour (writers on other hosts, names of older versions)."""
+    writer = _STAGING_WRITER.match(name)
+    if writer and writer[2] == _host_tag() and not process_alive(int(writer[1])):
+        return True
+    return now - mtime > STALE_STAGING_SECONDS
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -93,7 +119,7 @@ class Storage:
         final = self.path(*parts)
         folder, name = posixpath.split(final)
         self.fs.create_dir(folder, recursive=True)
-        staging = posixpath.join(folder, f"{STAGING_PREFIX}{uuid.uuid4().hex}-{name}")
+        staging = posixpath.join(folder, staging_name(name))
         try:
             with self.fs.open_output_stream(staging) as stream:
                 yield stream
@@ -104,6 +130,24 @@ class Storage:
             except (OSError, FileNotFoundError):
                 pass
             raise
+        self._remove_abandoned_staging(folder)
+
+    def _remove_abandoned_staging(self, folder: str) -> None:
+        """Staging files left by killed writers. Local only: on S3 an unfinished upload is no object."""
+        if self.scheme:
+            return
+        now = time.time()
+        try:
+            # scandir reads names without a stat each: cheap even beside thousands of files.
+            leftovers = [e for e in os.scandir(folder) if e.name.startswith(STAGING_PREFIX)]
+        except OSError:
+            return
+        for entry in leftovers:
+            try:
+                if staging_abandoned(entry.name, entry.stat().st_mtime, now):
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # removed meanwhile by another writer's sweep
 
     def write_bytes(self, data: bytes, *parts: str) -> str:
         with self.atomic_output(*parts) as stream:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +17,25 @@ from cluster_assets.spec import load_definitions
 from cluster_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
+SKIP_BROWSER_ENV = "CLUSTER_ASSETS_SKIP_BROWSER"
+
+
+def no_browser(reason: str):
+    """A UI test without its browser: skipped on a workstation, an error in CI (``CI`` set) unless
+    ``CLUSTER_ASSETS_SKIP_BROWSER=1`` says the browser is left out on purpose."""
+    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    if in_ci and os.environ.get(SKIP_BROWSER_ENV) != "1":
+        pytest.fail(f"{reason}; in CI the UI tests must run (set {SKIP_BROWSER_ENV}=1 to skip them)", pytrace=False)
+    pytest.skip(reason)
+
+
+def chromium_executable() -> str:
+    """Debian's chromium ($CLUSTER_ASSETS_CHROMIUM, /usr/bin/chromium or on PATH), or ``no_browser``."""
+    path = os.environ.get("CLUSTER_ASSETS_CHROMIUM") or "/usr/bin/chromium"
+    found = path if Path(path).exists() else shutil.which("chromium")
+    if not found:
+        no_browser(f"no Chromium at {path} (apt-get install chromium); the UI tests need a real browser")
+    return found
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,10 +32,11 @@ from cluster_assets.spec import ClusterDefinition, parse_definition
 # --- behaviours a test can queue ------------------------------------------------------------------
 @dataclass
 class Status:
-    """Answer with an HTTP error in the provider's error format (``message`` may quote anything)."""
+    """Answer with an HTTP error in the provider's error format (``message`` may quote anything; a callable
+    gets the request body, to echo what was sent, e.g. a media URL)."""
 
     code: int
-    message: str = "error"
+    message: str | Callable[[dict], str] = "error"
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -220,10 +222,11 @@ class FakeLLMServer:
             "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
         }
 
-    def _error(self, status: Status) -> dict:
+    def _error(self, status: Status, body: dict) -> dict:
+        message = status.message(body) if callable(status.message) else status.message
         if self.wire == "openai":
-            return {"error": {"message": status.message, "type": "fake_error", "code": str(status.code)}}
-        return {"type": "error", "error": {"type": "fake_error", "message": status.message}}
+            return {"error": {"message": message, "type": "fake_error", "code": str(status.code)}}
+        return {"type": "error", "error": {"type": "fake_error", "message": message}}
 
     def respond(self, path: str, body: dict) -> tuple[int, dict[str, str], dict]:
         if path.endswith("/embeddings"):
@@ -242,7 +245,7 @@ class FakeLLMServer:
         if self.delay:
             self._closing.wait(self.delay)
         if isinstance(behaviour, Status):
-            return behaviour.code, behaviour.headers, self._error(behaviour)
+            return behaviour.code, behaviour.headers, self._error(behaviour, body)
         if isinstance(behaviour, Text):
             return 200, {}, self._ok(body, behaviour.text)
         data = behaviour.data if isinstance(behaviour, Answer) else self.answer(body)
@@ -313,6 +316,8 @@ def no_llm_environment(monkeypatch):
 
 
 KEY = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # what a leak would look like; asserted absent everywhere
+# A gateway key no key-shaped pattern recognises: only the configured-secret scrubber can catch it.
+GATEWAY_KEY = "gw_live_7f3a9c2e11b04d58a6e0"
 
 
 def definition(**llm) -> ClusterDefinition:

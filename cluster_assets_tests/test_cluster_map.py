@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,10 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 from cluster_assets import cluster_map, map_html
+from cluster_assets_tests.conftest import chromium_executable, no_browser
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = os.environ.get("CLUSTER_ASSETS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -122,13 +121,29 @@ def test_html_is_self_contained(digits_map):
         map_html.render_html(map_html.MapData(["a"], np.zeros((1, 4)), np.zeros(1), [""], []))
 
 
+@pytest.mark.parametrize("ci, opt_out, outcome", [
+    ("true", None, pytest.fail.Exception), ("true", "1", pytest.skip.Exception), (None, None, pytest.skip.Exception)])
+def test_a_missing_browser_fails_in_ci_unless_skipped_on_purpose(monkeypatch, tmp_path, ci, opt_out, outcome):
+    monkeypatch.setenv("CLUSTER_ASSETS_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for name, value in (("CI", ci), ("CLUSTER_ASSETS_SKIP_BROWSER", opt_out)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(outcome, match="no Chromium at"):
+        chromium_executable()
+
+
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    executable = chromium_executable()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        no_browser("playwright is not installed (test extra)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
@@ -210,39 +225,71 @@ def test_html_map_in_chromium_three_d_rotates(browser, digits_map, tmp_path):
     assert not errors and not requests
 
 
-def test_cluster_map_shows_the_map_in_dagster_and_the_cli_writes_the_html(
-        demo_storage, definitions_dir, dagster_home, browser, tmp_path):
-    import base64
-    import re
-
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One definition materialized on the digits, and `cluster-assets map` writing its HTML."""
     import dagster as dg
     from click.testing import CliRunner
 
     from cluster_assets.cli import main
+    from cluster_assets.demo import write_demo_collections
+    from cluster_assets.storage import Storage
     from cluster_assets_tests.conftest import materialize_group, write_definition
 
-    write_definition(definitions_dir, {
+    base = tmp_path_factory.mktemp("digits_run")
+    storage, folder, home = Storage(str(base / "storage")), base / "clusters", base / "dagster_home"
+    folder.mkdir()
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_demo_collections(storage)
+    write_definition(folder, {
         "cluster_name": "digits_map", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
         "algorithm": "kmeans", "algorithm_config": {"num_clusters": 10},
         "dimension_reduction": {"method": "pca", "components": 3}})
-    result = materialize_group(definitions_dir, "digits_map", dg.DagsterInstance.get())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLUSTER_ASSETS_STORAGE", storage.root)
+        env.setenv("CLUSTER_ASSETS_DEFINITIONS_DIR", str(folder))
+        env.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            result = materialize_group(folder, "digits_map", instance)
+        out = CliRunner().invoke(main, ["map", "digits_map"], catch_exceptions=False)
+        missing = CliRunner().invoke(main, ["map", "nope"])
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                 if e.materialization.asset_key.path[-1] == "cluster_map")
+    return {"storage": storage, "run": result.run_id, "meta": meta, "map": out, "missing": missing}
+
+
+def test_cluster_map_shows_the_map_in_dagster_and_the_cli_writes_the_html(digits_run):
+    import base64
+    import json
+    import re
+
+    storage, run, meta = digits_run["storage"], digits_run["run"], digits_run["meta"]
     markdown = meta["map"].value
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown).group(1))
     inline = image_of(png)
     assert inline.shape[1] == 720 and len({tuple(p) for p in inline.reshape(-1, 3)[::3]}) > 10
     assert meta["map_labels_drawn"].value >= 8
-    run = result.run_id
-    stored = image_of(demo_storage.read_bytes("artifacts", "digits_map", run, "map.png"))
+    stored = image_of(storage.read_bytes("artifacts", "digits_map", run, "map.png"))
     assert stored.shape == (900, 1200, 3)
     assert meta["map_png"].value.endswith(f"{run}/map.png") and meta["map_html"].value.endswith(f"{run}/map.html")
 
-    out = CliRunner().invoke(main, ["map", "digits_map"], catch_exceptions=False)
+    out = digits_run["map"]
     assert out.exit_code == 0, out.output
     path = Path(out.output.strip().splitlines()[-1])
-    assert path == Path(demo_storage.uri("artifacts", "digits_map", run, "map.html"))
-    labels = demo_storage.read_table("artifacts", "digits_map", run, "centroids.parquet").column("label").to_pylist()
+    assert path == Path(storage.uri("artifacts", "digits_map", run, "map.html"))
+    page = path.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "src=" not in page
+    labels = storage.read_table("artifacts", "digits_map", run, "centroids.parquet").column("label").to_pylist()
+    assert len(labels) == 10 and all(json.dumps(label)[1:-1] in page for label in labels)
+    missing = digits_run["missing"]
+    assert missing.exit_code == 1 and "no valid definition named 'nope'" in missing.output
+
+
+def test_cluster_map_html_of_a_run_in_chromium(digits_run, browser, tmp_path):
+    storage, run = digits_run["storage"], digits_run["run"]
+    path = Path(storage.uri("artifacts", "digits_map", run, "map.html"))
+    labels = storage.read_table("artifacts", "digits_map", run, "centroids.parquet").column("label").to_pylist()
     page, requests, errors = open_page(browser, tmp_path, path.read_text(encoding="utf-8"), "run")
     stats = page.evaluate("window.clusterMap.stats()")
     assert stats["dims"] == 3 and stats["points"] == 1797
@@ -254,8 +301,6 @@ def test_cluster_map_shows_the_map_in_dagster_and_the_cli_writes_the_html(
     page.locator("#tooltip").wait_for(state="visible")
     assert "handwritten digit" in page.inner_text("#tooltip")
     assert not errors and not requests
-    missing = CliRunner().invoke(main, ["map", "nope"])
-    assert missing.exit_code == 1 and "no valid definition named 'nope'" in missing.output
 
 
 def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):

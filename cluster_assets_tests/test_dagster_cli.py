@@ -105,3 +105,39 @@ def test_a_broken_definition_is_logged_by_name_and_the_location_still_loads(plac
                          CLUSTER_ASSETS_DEFINITIONS_DIR=str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"skipping cluster definition: {folder / 'broken.yaml'}: cannot parse YAML" in done.stderr
+
+
+def readme_step(command: str) -> str:
+    """The step of the README's first command (also .ci/run's) that runs ``command``."""
+    line = next(l for l in (REPO / "README.md").read_text().splitlines() if l.startswith("python3 -m venv"))
+    assert line in (REPO / ".ci" / "run").read_text().splitlines()  # CI runs the README's command verbatim
+    steps = line.split(" && ")
+    return next(s for s in steps if command in s), steps
+
+
+def test_after_the_readme_s_instance_step_two_runs_at_once_both_succeed(tmp_path, monkeypatch):
+    """On a fresh SQLite instance two runs started at once each create the schema, leaving two migration
+    heads that break every later Dagster command; the README creates the instance first."""
+    migrate, steps = readme_step("dagster instance migrate")
+    assert steps.index(migrate) < steps.index(readme_step("dagster asset materialize")[0])
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".venv" / "bin" / "dagster").symlink_to(DAGSTER)
+    shutil.copy(REPO / "dagster.yaml", checkout)
+    env = {**os.environ, "CLUSTER_ASSETS_STORAGE": str(tmp_path / "storage")}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run(["bash", "-c", migrate], cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (checkout / ".cluster_assets" / "dagster" / "history" / "runs.db").is_file()
+
+    command = [DAGSTER, "asset", "materialize", "-f", str(Path(__file__).with_name("tiny_location.py")),
+               "--select", "tiny/sample"]
+    env["DAGSTER_HOME"] = str(checkout)
+    runs = [subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    errors = [r.communicate(timeout=120)[1] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], errors
+    monkeypatch.chdir(checkout)  # the checkout's dagster.yaml places the instance relative to it
+    monkeypatch.setenv("DAGSTER_HOME", str(checkout))
+    with dg.DagsterInstance.get() as instance:
+        assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.SUCCESS] * 2

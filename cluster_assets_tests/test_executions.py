@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -99,3 +105,43 @@ def test_executions_without_dagster_home_says_what_to_do(definitions_dir, monkey
     result = CliRunner().invoke(main, ["executions", "blobs", "--dir", str(definitions_dir)])
     assert result.exit_code == 1
     assert "DAGSTER_HOME is not set" in result.output
+
+
+def test_a_killed_run_shows_dead_and_is_marked_failed_on_request(tmp_path, dagster_home, definitions_dir, storage):
+    """A real `dagster asset materialize` killed with SIGKILL mid-run stays STARTED in Dagster."""
+    started = tmp_path / "started"
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+               "-f", str(Path(__file__).with_name("tiny_location.py")), "--select", "tiny/sample"]
+    with open(tmp_path / "run.log", "wb") as log:
+        process = subprocess.Popen(command, env={**os.environ, "TINY_BLOCK": str(started)}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert process.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, "the run never reached its asset"
+            time.sleep(0.05)
+        alive = json.loads(run("executions", "tiny", "--json", "--dir", definitions_dir).output)
+        assert [(r["status"], r["dead_process"]) for r in alive] == [("STARTED", None)]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    dead = json.loads(run("executions", "tiny", "--json", "--dir", definitions_dir).output)
+    assert [(r["run_id"], r["status"]) for r in dead] == [(alive[0]["run_id"], "DEAD")]
+    assert dead[0]["dead_process"].startswith(f"pid {process.pid} on ")
+    time.sleep(0.2)
+    again = json.loads(run("executions", "tiny", "--json", "--dir", definitions_dir).output)
+    assert again[0]["duration_s"] == dead[0]["duration_s"]  # no longer growing
+    table = run("executions", "tiny", "--dir", definitions_dir).output.splitlines()
+    assert table[2].split()[:2] == [alive[0]["run_id"][:8], "DEAD"]
+
+    marked = CliRunner().invoke(main, ["executions", "tiny", "--json", "--mark-dead-failed",
+                                          "--dir", str(definitions_dir)])
+    assert marked.exit_code == 0, marked.output
+    assert f"marked run {alive[0]['run_id']} failed" in marked.stderr
+    assert [(r["status"], r["dead_process"]) for r in json.loads(marked.stdout)] == [("FAILURE", None)]
+    assert dg.DagsterInstance.get().get_run_by_id(alive[0]["run_id"]).status == dg.DagsterRunStatus.FAILURE

@@ -168,7 +168,7 @@ def test_parent_data_labels_come_from_the_merged_documents(digits):
     assert paths[0][-1] == leaves[0].label
 
 
-def test_parent_label_hook_sees_children_and_failures_fall_back(digits):
+def test_parent_label_hook_sees_children_and_failures_fall_back(digits, monkeypatch):
     X, target, labels, ids, counts, centroids = digits
     texts = [f"handwritten digit {DIGITS[t]}" for t in target]
     tree = hierarchy.cluster_hierarchy(ids, counts, centroids, levels=3)
@@ -191,11 +191,8 @@ def test_parent_label_hook_sees_children_and_failures_fall_back(digits):
     def broken(evidence):
         raise RuntimeError(f"provider down (key {os.environ['OPENAI_API_KEY']})")
 
-    os.environ["OPENAI_API_KEY"] = "sk-test-secret-1234567890"
-    try:
-        parents, meta = hierarchy.label_parents(tree, leaves, texts, labels, hook=broken)
-    finally:
-        del os.environ["OPENAI_API_KEY"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-1234567890")
+    parents, meta = hierarchy.label_parents(tree, leaves, texts, labels, hook=broken)
     assert meta["parent_labeling_source"] == "fallback" and "provider down" in meta["parent_fallback_reason"]
     assert "sk-test-secret" not in meta["parent_fallback_reason"]  # secrets never reach metadata
     assert all(p.source == "data" for p in parents.values())

@@ -14,7 +14,7 @@ import pytest
 
 from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
-    KEY, Status, documents, no_llm_environment, openai_server, user_text,
+    GATEWAY_KEY, KEY, Answer, Status, documents, no_llm_environment, openai_server, user_text,
 )
 
 pytestmark = pytest.mark.usefixtures("no_llm_environment")
@@ -140,6 +140,39 @@ def test_a_refused_key_quoted_by_the_provider_never_reaches_dagster(openai_serve
     assert KEY not in caplog.text and KEY not in run_log_text(instance, result.run_id)
     assert files_containing(Path(demo_storage.root), KEY.encode()) == []
     assert files_containing(dagster_home, KEY.encode()) == []
+
+
+def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
+        openai_server, demo_storage, definitions_dir, dagster_home, monkeypatch, caplog):
+    """A key no pattern recognises, quoted whole and by its suffix in an error body and in an answer,
+    and a password in the endpoint URL: none reaches the logs, the run database or any artifact."""
+    caplog.set_level(logging.DEBUG)
+    suffix, password = GATEWAY_KEY[-12:], "pa55-w0rd-9d41c7"
+    monkeypatch.setenv("OPENAI_API_KEY", GATEWAY_KEY)
+    openai_server.queue(
+        Status(500, f"upstream rejected key {GATEWAY_KEY} (the key ending ...{suffix})"),
+        Answer({"label": f"Gateway {GATEWAY_KEY}", "summary": f"Plans for ...{suffix}", "keywords": [suffix, "plans"],
+                "confidence": 0.8, "sentiment": "neutral"}))
+    endpoint = openai_server.base_url.replace("://", f"://alice:{password}@")
+    write_products_definition(definitions_dir, endpoint, max_concurrency=1, max_retries=0)
+    instance = dg.DagsterInstance.get()
+    result = materialize_group(definitions_dir, GROUP, instance)
+    assert result.success and len(openai_server.completions()) == 8
+
+    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    assert "Gateway [redacted]" in labels.column("label").to_pylist()  # the answer was kept, scrubbed
+    meta = labels_metadata(instance)
+    assert meta["labeling_source"] == "mixed"
+    assert "HTTP 500: upstream rejected key [redacted]" in meta["fallback_reason"]
+    root = Path(demo_storage.root)
+    assert [p.name for p in root.rglob("map.html")] and list((root / "cache" / "llm_labels").glob("*.json"))
+    tables = [labels, demo_storage.read_table("artifacts", GROUP, result.run_id, "centroids.parquet"),
+              demo_storage.collection_dataset("products_enriched").to_table(columns=["label", "summary", "keywords"])]
+    shown = "\n".join([caplog.text, run_log_text(instance, result.run_id), *(str(t.to_pylist()) for t in tables)])
+    for secret in (GATEWAY_KEY, suffix, password):
+        assert secret not in shown
+        assert files_containing(root, secret.encode()) == []  # cache entries, map.html, every Parquet file
+        assert files_containing(dagster_home, secret.encode()) == []  # the run database
 
 
 def test_dagster_cli_materializes_the_labels_with_the_key_from_the_environment(

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster_assets.storage import STAGING_PREFIX, CollectionError, Storage
+from cluster_assets.storage import STAGING_PREFIX, CollectionError, Storage, staging_name
 
 
 def documents(start: int, count: int, tag: str = "v1") -> pa.Table:
@@ -145,9 +145,10 @@ def test_a_write_killed_midway_leaves_the_previous_collection_whole(storage, tmp
     assert [Path(p).name for p in storage.collection_files("target")] == ["part-0.parquet"]
     assert storage.collection_dataset("target").to_table().equals(previous)
     assert storage.list_collections() == ["target"]
-    # and the next write succeeds over it
+    # and the next write succeeds over it, removing the dead writer's staging file
     storage.write_collection("target", previous.schema, [documents(0, 5, "v3")])
     assert storage.collection_dataset("target").count_rows() == 5
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
 
 
 def test_atomic_output_of_any_file(storage):
@@ -159,3 +160,33 @@ def test_atomic_output_of_any_file(storage):
     assert storage.read_bytes("assets", "x", "model.pkl") == b"first"
     assert storage.list_dir("assets", "x") == ["model.pkl"]
     assert storage.exists("assets", "x", "model.pkl") and not storage.exists("assets", "x", "other")
+
+
+def test_a_write_removes_only_the_staging_files_of_writes_no_longer_in_progress(storage):
+    storage.write_bytes(b"first", "assets", "x", "model.pkl")
+    folder = Path(storage.root) / "assets" / "x"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    live = folder / staging_name("model.pkl")  # this process: a write in progress
+    dead = folder / staging_name("model.pkl").replace(f"-{os.getpid()}-", f"-{dead_pid}-", 1)
+    other_host = folder / f"{STAGING_PREFIX}{'a' * 32}-{dead_pid}-elsewhere-model.pkl"
+    old_other_host = folder / f"{STAGING_PREFIX}{'b' * 32}-{dead_pid}-elsewhere-model.pkl"
+    old_unnamed = folder / f"{STAGING_PREFIX}{'c' * 32}-centroids.parquet"  # the name before writers were named
+    for path in (live, dead, other_host, old_other_host, old_unnamed):
+        path.write_bytes(b"partial")
+    hour_and_a_bit = time.time() - 3700
+    for path in (old_other_host, old_unnamed):
+        os.utime(path, (hour_and_a_bit, hour_and_a_bit))
+    outside = Path(storage.root) / "assets" / dead.name  # another folder is not swept
+    outside.write_bytes(b"partial")
+
+    storage.write_bytes(b"second", "assets", "x", "labels.pkl")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["labels.pkl", "model.pkl", live.name, other_host.name])
+    assert outside.exists()
+    # a write that fails sweeps nothing
+    dead.write_bytes(b"partial")
+    with pytest.raises(KeyError):
+        with storage.atomic_output("assets", "x", "model.pkl") as stream:
+            raise KeyError("stop")
+    assert dead.exists() and storage.read_bytes("assets", "x", "model.pkl") == b"first"

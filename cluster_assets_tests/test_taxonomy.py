@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +22,8 @@ from cluster_assets.demo import DIGIT_NAMES
 from cluster_assets.loader import build_defs
 from cluster_assets_tests.conftest import materialize_group, write_definition, write_table
 
-SCRIPT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "cluster-assets"
+# the console script of the environment running the tests (a checkout may have no .venv of its own)
+SCRIPT = Path(sys.executable).parent / "cluster-assets"
 
 
 def members(labels, ids=None) -> pa.Table:

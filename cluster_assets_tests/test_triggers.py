@@ -146,6 +146,30 @@ def test_event_sensor_same_change_never_two_runs(defs_with_triggers, storage, de
     assert enough.run_requests[0].run_key != request.run_key
 
 
+def test_event_sensor_fires_at_exactly_min_new_documents(definitions_dir, storage):
+    write_blobs(storage, per_blob=2)  # 6 documents, never clustered
+    write_definition(definitions_dir, definition(triggers=[{"type": "event", "min_new_documents": 6}]))
+    sensor = build_defs(definitions_dir).resolve_sensor_def("blobs__event_0")
+    result = sensor.evaluate_tick(event_context(dg.DagsterInstance.ephemeral(), storage))
+    assert [r.tags[triggers.TAG_NEW_DOCUMENTS] for r in result.run_requests] == ["6"]
+
+
+def test_event_sensor_counts_removed_documents(defs_with_triggers, storage):
+    sensor = defs_with_triggers.resolve_sensor_def("blobs__on_arrival")
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor.evaluate_tick(event_context(instance, storage))
+    job = defs_with_triggers.resolve_job_def(sensor.job_name)
+    assert job.execute_in_process(instance=instance, tags=first.run_requests[0].tags).success
+    points = storage.collection_dataset("points").to_table()
+
+    storage.write_collection("points", points.schema, [points.slice(4)])  # 4 documents gone
+    few = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
+    assert not few.run_requests and "4 new or removed documents" in few.skip_message
+    storage.write_collection("points", points.schema, [points.slice(5)])  # 5 gone: min_new_documents
+    enough = sensor.evaluate_tick(event_context(instance, storage, few.cursor))
+    assert [r.tags[triggers.TAG_NEW_DOCUMENTS] for r in enough.run_requests] == ["5"]
+
+
 def test_event_sensor_skips_unreadable_collection(definitions_dir, storage, capfd):
     write_blobs(storage)
     write_definition(definitions_dir, definition(triggers=[{"type": "event"}]))

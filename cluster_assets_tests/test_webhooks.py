@@ -1,11 +1,17 @@
-"""Webhooks: the run status sensors POST to an HTTP server on 127.0.0.1, with retries, timeouts and HMAC."""
+"""Webhooks: the sensor POSTs to an HTTP server on 127.0.0.1, with retries, timeouts, a tick budget and signatures."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,14 +19,31 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import InstigatorType
+from dagster._core.utils import make_new_run_id
 
 from cluster_assets import webhooks
 from cluster_assets.loader import build_defs
-from cluster_assets.spec import Webhook
-from cluster_assets_tests.conftest import write_definition
+from cluster_assets.spec import ClusterDefinition, Webhook
+from cluster_assets.triggers import TAG_DEFINITION
+from cluster_assets_tests.conftest import REPO, write_definition
 from cluster_assets_tests.small import definition, write_blobs
 
 SECRET = "s3cr3t-for-the-test-only"
+WHSEC = "whsec_" + base64.b64encode(b"a-32-byte-key-for-the-tests-only").decode()
+BIN = Path(sys.executable).parent
+
+
+def receiver() -> dict:
+    """The receiver of docs/operations.md, run as written; each call is a receiver with no ids seen yet."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(import base64.*?def verify\(.*?)```", text, re.S).group(1), namespace)
+    return namespace
+
+
+def verify(secret: str, headers: dict, body: bytes) -> dict:
+    return receiver()["verify"](secret, headers, body)
 
 
 class Sink:
@@ -29,6 +52,7 @@ class Sink:
     def __init__(self):
         self.received: list[dict] = []
         self.script: list[int | float] = []  # status codes; a float means "sleep that long, then 200"
+        self.stall: dict[str, float] = {}  # path -> seconds to sleep before every answer
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +60,8 @@ class Sink:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 sink.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 action = sink.script.pop(0) if sink.script else 200
+                if self.path in sink.stall:
+                    action = sink.stall[self.path]
                 if isinstance(action, float):
                     time.sleep(action)
                     action = 200
@@ -62,6 +88,9 @@ class Sink:
         self.server.shutdown()
         self.server.server_close()
 
+    def paths(self) -> list[str]:
+        return [r["path"] for r in self.received]
+
 
 @pytest.fixture
 def sink():
@@ -83,26 +112,44 @@ def run_group(definitions_dir, instance):
     return defs, result
 
 
-def fire(defs, result, instance, event: str):
-    name = f"cluster_assets_webhooks_on_{event}"
-    sensor = defs.resolve_sensor_def(name)
-    dagster_event = result.get_run_success_event() if event == "success" else result.get_run_failure_event()
-    context = dg.build_run_status_sensor_context(sensor_name=name, dagster_event=dagster_event,
-                                                 dagster_instance=instance, dagster_run=result.dagster_run)
-    return sensor(context)
+@pytest.fixture
+def instance(dagster_home):
+    with dg.DagsterInstance.get() as instance:  # SQLite in a temporary DAGSTER_HOME
+        yield instance
 
 
-def test_success_posts_a_signed_summary(definitions_dir, storage, sink, monkeypatch, capfd):
+def tick(sensor: dg.SensorDefinition, instance, cursor: str | None = None) -> dg.SensorResult:
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
+def fire(defs, instance, cursor: str | None = None) -> dg.SensorResult:
+    return tick(defs.resolve_sensor_def(webhooks.SENSOR_NAME), instance, cursor)
+
+
+def finished_run(instance, cluster: str, event: str, ended_s_ago: float = 0.0) -> str:
+    """A run of ``cluster`` (tagged as its triggers tag runs) that ended with ``event``, recorded as Dagster does."""
+    run = instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(),
+                                         tags={TAG_DEFINITION: cluster}, status=dg.DagsterRunStatus.STARTED))
+    event_type = webhooks.EVENTS[event]
+    instance.report_dagster_event(dg.DagsterEvent(event_type.value, job_name=run.job_name, message=f"run {event}"),
+                                  run.run_id, timestamp=time.time() - ended_s_ago)
+    return run.run_id
+
+
+def spec_of(body: dict) -> ClusterDefinition:
+    return ClusterDefinition.model_validate(body)
+
+
+def test_success_posts_a_signed_summary(definitions_dir, storage, sink, monkeypatch, capfd, instance):
     monkeypatch.setenv("BLOBS_HOOK_SECRET", SECRET)
     write_blobs(storage)
     write_definition(definitions_dir, definition(webhooks=[
         {"url": f"{sink.url}/signed?token=abc", "secret_env": "BLOBS_HOOK_SECRET"},
         {"url": f"{sink.url}/failures-only", "events": ["failure"]},
     ]))
-    instance = dg.DagsterInstance.ephemeral()
     defs, result = run_group(definitions_dir, instance)
     assert result.success
-    fire(defs, result, instance, "success")
+    fire(defs, instance)
 
     assert [r["path"] for r in sink.received] == ["/signed?token=abc"]
     request = sink.received[0]
@@ -119,7 +166,9 @@ def test_success_posts_a_signed_summary(definitions_dir, storage, sink, monkeypa
     assert "points_enriched" in body["enriched_collections"]
 
     expected = "sha256=" + hmac.new(SECRET.encode(), request["body"], hashlib.sha256).hexdigest()
-    assert request["headers"][webhooks.SIGNATURE_HEADER] == expected
+    assert request["headers"][webhooks.SIGNATURE_HEADER] == expected  # the legacy header, kept for one release
+    assert verify(SECRET, request["headers"], request["body"]) == body
+    assert request["headers"]["webhook-id"] == webhooks.message_id(result.run_id, "success", "blobs")
     assert request["headers"][webhooks.EVENT_HEADER] == "success"
     assert request["headers"][webhooks.DELIVERY_HEADER] == f"{result.run_id}:success"
     logged = capfd.readouterr()
@@ -127,16 +176,15 @@ def test_success_posts_a_signed_summary(definitions_dir, storage, sink, monkeypa
     assert "token=abc" not in logged.err + logged.out  # URLs are logged redacted
 
 
-def test_failure_posts_the_error_to_failure_webhooks_only(definitions_dir, storage, sink):
+def test_failure_posts_the_error_to_failure_webhooks_only(definitions_dir, storage, sink, instance):
     write_blobs(storage)
     write_definition(definitions_dir, definition(feature_addresses=["no_such_column"], webhooks=[
         {"url": f"{sink.url}/any"},
         {"url": f"{sink.url}/success-only", "events": ["success"]},
     ]))
-    instance = dg.DagsterInstance.ephemeral()
     defs, result = run_group(definitions_dir, instance)
     assert not result.success
-    fire(defs, result, instance, "failure")
+    fire(defs, instance)
     assert [r["path"] for r in sink.received] == ["/any"]
     body = json.loads(sink.received[0]["body"])
     assert body["event"] == "failure" and body["status"] == "FAILURE"
@@ -144,6 +192,7 @@ def test_failure_posts_the_error_to_failure_webhooks_only(definitions_dir, stora
     assert body["error"]
     assert body["counts"]["documents"] is None  # assignments never ran
     assert webhooks.SIGNATURE_HEADER not in sink.received[0]["headers"]  # no secret configured
+    assert "webhook-signature" not in sink.received[0]["headers"] and sink.received[0]["headers"]["webhook-id"]
 
 
 def test_retries_until_the_endpoint_answers(sink):
@@ -162,24 +211,23 @@ def test_client_errors_are_not_retried(sink):
     assert not delivery.ok and delivery.attempts == 1 and delivery.error == "HTTP 404"
 
 
-def test_down_slow_and_failing_endpoints_never_fail_the_sensor(definitions_dir, storage, sink, capfd):
+def test_down_slow_and_failing_endpoints_never_fail_the_sensor(definitions_dir, storage, sink, capfd, instance):
     sink.script = [2.0, 2.0]  # the slow endpoint sleeps past its timeout twice
     write_blobs(storage)
     write_definition(definitions_dir, definition(webhooks=[
         {"url": closed_port_url(), "max_retries": 1},
         {"url": f"{sink.url}/slow", "timeout_seconds": 0.3, "max_retries": 1},
     ]))
-    instance = dg.DagsterInstance.ephemeral()
     defs, result = run_group(definitions_dir, instance)
     assert result.success
 
     started = time.monotonic()
-    fire(defs, result, instance, "success")  # returns normally
+    fire(defs, instance)  # returns normally
     elapsed = time.monotonic() - started
     assert elapsed < 5, elapsed  # bounded by timeout x attempts, endpoints in parallel
     assert len([r for r in sink.received if r["path"] == "/slow"]) == 2
     logged = capfd.readouterr().err
-    assert "giving up after 2 attempts" in logged
+    assert f"(blobs, run {result.run_id}): giving up after 2 attempts" in logged  # names definition and run
     assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
@@ -211,10 +259,141 @@ def test_webhook_sensors_exist_only_with_webhooks(definitions_dir, storage):
     assert not build_defs(definitions_dir).get_repository_def().sensor_defs
     write_definition(definitions_dir, definition("hooked", webhooks=[{"url": "http://127.0.0.1:1/x"}]))
     sensors = {s.name: s for s in build_defs(definitions_dir).get_repository_def().sensor_defs}
-    assert set(sensors) == {"cluster_assets_webhooks_on_success", "cluster_assets_webhooks_on_failure"}
-    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+    assert set(sensors) == {"cluster_assets_webhooks"}
+    assert sensors["cluster_assets_webhooks"].default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_redact_keeps_only_scheme_and_host():
     assert webhooks.redact("https://hooks.example.com/services/T000/B000/XXXX?x=1") == "https://hooks.example.com/…"
     assert webhooks.redact("http://127.0.0.1:8080/a") == "http://127.0.0.1:8080/…"
+
+
+def test_standard_webhooks_signature_matches_the_spec_vector():
+    # the example of the Standard Webhooks reference libraries
+    assert webhooks.standard_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                       1614265330, b'{"test": 2432232314}') == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize("secret", [SECRET, WHSEC])
+def test_a_receiver_accepts_each_attempt_once_and_refuses_replays(sink, monkeypatch, secret):
+    monkeypatch.setenv("HOOK_SECRET", secret)
+    sink.script = [503, 200]
+    hook = Webhook(url=f"{sink.url}/signed", secret_env="HOOK_SECRET", max_retries=2)
+    delivery = webhooks.deliver(hook, b'{"run_id": "r1"}', {}, backoff_s=0.01, msg_id="msg_r1")
+    assert delivery.ok and delivery.attempts == 2
+    first, second = sink.received
+    # the same message on every attempt, each attempt stamped and signed for its own timestamp
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == "msg_r1"
+    assert verify(secret, first["headers"], first["body"]) == {"run_id": "r1"}
+    docs_receiver = receiver()
+    assert docs_receiver["verify"](secret, second["headers"], second["body"]) == {"run_id": "r1"}
+    with pytest.raises(ValueError, match="replayed"):
+        docs_receiver["verify"](secret, second["headers"], second["body"])  # a captured delivery sent again
+    with pytest.raises(ValueError, match="bad signature"):
+        verify(secret, first["headers"], b'{"run_id": "r2"}')
+    with pytest.raises(ValueError, match="bad signature"):  # the signature covers the id and the timestamp
+        verify(secret, {**first["headers"], "webhook-timestamp": str(int(first["headers"]["webhook-timestamp"]) - 1)},
+               first["body"])
+    with pytest.raises(ValueError, match="bad signature"):
+        verify(secret, {**first["headers"], "webhook-id": "msg_other"}, first["body"])
+    with pytest.raises(ValueError, match="too old"):
+        verify(secret, {**first["headers"], "webhook-timestamp": str(int(time.time()) - 600)}, first["body"])
+
+
+def test_every_finished_run_is_delivered_once(sink, instance):
+    """Whatever started a run (no origin or tags needed beyond its assets), its end is delivered, on one tick only."""
+    spec = spec_of(definition(webhooks=[{"url": f"{sink.url}/default"},
+                                        {"url": f"{sink.url}/canceled", "events": ["canceled"]}]))
+    sensor = webhooks.build_webhook_sensors([spec])[0]
+    finished_run(instance, "blobs", "success", ended_s_ago=2 * webhooks.FIRST_TICK_LOOKBACK_S)  # before the sensor
+    ok = finished_run(instance, "blobs", "success")
+    failed = finished_run(instance, "blobs", "failure")
+    canceled = finished_run(instance, "blobs", "canceled")
+    finished_run(instance, "someone_else", "success")
+
+    first = tick(sensor, instance)
+    got = sorted((r["path"], json.loads(r["body"])["run_id"], json.loads(r["body"])["event"]) for r in sink.received)
+    assert got == sorted([("/default", ok, "success"), ("/default", failed, "failure"),
+                          ("/canceled", canceled, "canceled")])
+    assert json.loads(sink.received[[r["path"] for r in sink.received].index("/canceled")]["body"])["status"] \
+        == "CANCELED"
+    assert sink.url not in first.cursor and "/default" not in first.cursor  # URLs may carry tokens
+
+    second = tick(sensor, instance, first.cursor)
+    assert len(sink.received) == 3
+    later = finished_run(instance, "blobs", "success")
+    tick(sensor, instance, second.cursor)
+    assert len(sink.received) == 4 and json.loads(sink.received[-1]["body"])["run_id"] == later
+
+
+def test_a_slow_endpoint_never_holds_the_tick_nor_repeats_a_healthy_delivery(sink, instance):
+    budget = 0.8
+    sink.stall["/slow"] = 3.0
+    spec = spec_of(definition(webhooks=[{"url": f"{sink.url}/slow", "timeout_seconds": 25, "max_retries": 2},
+                                        {"url": f"{sink.url}/healthy"}]))
+    sensor = webhooks.build_webhook_sensors([spec], tick_budget_s=budget)[0]
+    run_id = finished_run(instance, "blobs", "success")
+
+    cursor, slow_per_tick = None, []
+    for _ in range(4):
+        started = time.monotonic()
+        cursor = tick(sensor, instance, cursor).cursor
+        assert time.monotonic() - started < budget + 0.5
+        slow_per_tick.append(sink.paths().count("/slow"))
+        assert sink.paths().count("/healthy") == 1  # recorded with its 2xx: never sent again
+    # one attempt per tick, cut to the budget, until the 1 + max_retries attempts are spent
+    assert slow_per_tick == [1, 2, 3, 3]
+    slow = [r for r in sink.received if r["path"] == "/slow"]
+    assert {r["headers"]["webhook-id"] for r in slow} == {webhooks.message_id(run_id, "success", "blobs")}
+    assert json.loads(webhooks.Cursor.parse(cursor).dump())["pending"] == []
+
+
+def test_a_run_started_from_the_shell_is_delivered_by_the_daemon(tmp_path, definitions_dir, storage, dagster_home,
+                                                                  sink, instance):
+    """The real thing: `dagster-daemon run` ticks the sensor; `dagster asset materialize` runs the group."""
+    write_blobs(storage)
+    write_definition(definitions_dir, definition(webhooks=[{"url": f"{sink.url}/hook", "secret_env": "HOOK_SECRET"}]))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    env.update(HOOK_SECRET=WHSEC, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # the sensor runs before the shell run ends, as when a user runs the README's command beside `dagster dev`
+        wait_for(lambda: sensor_ticks(instance), 120, tmp_path / "daemon.log")
+        done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "cluster_assets.definitions",
+                               "--select", "group:blobs"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.remote_job_origin is None  # what Dagster's run status sensors skip
+        wait_for(lambda: sink.received, 120, tmp_path / "daemon.log")
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+    [request] = sink.received
+    body = verify(WHSEC, request["headers"], request["body"])
+    assert body["run_id"] == run.run_id and body["event"] == "success" and body["trigger"] == "manual"
+    assert body["counts"]["documents"] == 120
+
+
+def sensor_ticks(instance) -> list:
+    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+              if s.instigator_name == webhooks.SENSOR_NAME]
+    return [t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
+
+
+def wait_for(condition, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s; daemon log:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)

@@ -3,7 +3,8 @@
 The key is a SHA-256 of everything that changes the answer: provider, model,
 endpoint, the prompt (system text, instructions, documents in order) and the
 schema. Media URLs enter the key as written in the documents (``s3://...``), not
-as presigned, so that a fresh signature does not defeat the cache. An entry
+as presigned, so that a fresh signature does not defeat the cache; credentials in
+a URL (the endpoint's password, a signature in the query) never enter it. An entry
 holds only the parsed answer and when it was written; it expires after the TTL.
 """
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from cluster_assets.secrets import Scrubber, protect_logs
+
 TEXT = "text"
 MEDIA_KEYS = ("image_url", "video_url", "audio_url")
 BLOB_COLUMNS = ("document_blobs", "source_blobs")
@@ -161,6 +163,8 @@ Presigner = Callable[[str], str]
 
 def s3_presigner(client, expiry_seconds: int) -> Presigner:
     """``s3://bucket/key`` -> an HTTPS URL a provider can GET for ``expiry_seconds``, signed by ``client`` (boto3)."""
+
+    protect_logs(Scrubber(), ("botocore.auth",))  # its debug log holds each URL's signature and credentials
 
     def presign(url: str) -> str:
         parsed = urlparse(url)

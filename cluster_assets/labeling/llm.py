@@ -29,6 +29,7 @@ from cluster_assets.labeling.inputs import (
 )
 from cluster_assets.labeling.prompts import Prompt, build_parent_prompt, build_prompt
 from cluster_assets.labeling.providers.base import Completion, Provider
+from cluster_assets.secrets import redact_url
 
 MAX_LISTED = 20  # per-cluster details kept in metadata
 
@@ -82,7 +83,8 @@ class LLMLabeler:
         return prompt, missing
 
     def key_for(self, prompt: Prompt) -> str:
-        return cache_key(provider=self.provider.name, model=self.provider.model, base_url=self.provider.base_url,
+        return cache_key(provider=self.provider.name, model=self.provider.model,
+                         base_url=redact_url(self.provider.base_url),
                          prompt=prompt.fingerprint(), schema=self.schema)
 
     def label_one(self, evidence: ClusterEvidence, prompt: Prompt, has_documents: bool) -> ClusterResult:
@@ -91,6 +93,7 @@ class LLMLabeler:
         key = self.key_for(prompt)
         cached = self.cache.get(key) if self.cache else None
         if cached is not None:
+            cached = self.provider.scrubber.value(cached)  # an entry written before answers were scrubbed
             try:
                 answer = shape.parse_answer(json.dumps(cached), self.schema)
                 return ClusterResult(self.from_answer(evidence, answer), Completion(answer=answer), cache_hit=True)

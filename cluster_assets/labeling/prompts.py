@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from string import Template
 
 from cluster_assets.labeling.inputs import TEXT, Part
+from cluster_assets.secrets import redact_url
 
 SYSTEM_PROMPT = Template(
     "You name clusters of similar documents so that people can browse a large collection. "
@@ -52,8 +53,10 @@ class Prompt:
     parts: tuple[Part, ...]
 
     def fingerprint(self) -> dict:
-        """What the answer depends on, for the cache key."""
-        return {"system": self.system, "parts": [[p.kind, p.value] for p in self.parts]}
+        """What the answer depends on, for the cache key: media URLs without their credentials
+        (a presigned URL's signature must not reach the key, and a fresh one is the same media)."""
+        return {"system": self.system,
+                "parts": [[p.kind, p.value if p.kind == TEXT else redact_url(p.value)] for p in self.parts]}
 
 
 def build_prompt(*, cluster_id: int, count: int, keywords: list[str], documents: list[list[Part]],

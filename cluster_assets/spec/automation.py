@@ -77,7 +77,8 @@ Trigger = Annotated[Union[CronTrigger, IntervalTrigger, EventTrigger], Field(dis
 
 class Webhook(_Strict):
     url: str
-    events: list[Literal["success", "failure"]] = Field(default_factory=lambda: ["success", "failure"])
+    # a canceled run is delivered only to webhooks that list "canceled"
+    events: list[Literal["success", "failure", "canceled"]] = Field(default_factory=lambda: ["success", "failure"])
     secret_env: str | None = None  # name of the environment variable holding the HMAC secret
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     max_retries: int = Field(2, ge=0, le=5)

@@ -30,6 +30,7 @@ class AnthropicProvider(Provider):
     default_model = "claude-haiku-4-5"
     default_embedding_model = None
     key_variables = ("ANTHROPIC_API_KEY",)
+    base_url_variable = "ANTHROPIC_BASE_URL"
 
     def _make_client(self):
         import anthropic

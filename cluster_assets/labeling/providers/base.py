@@ -12,14 +12,17 @@ calls an embedding endpoint. Everything else lives here:
   at once instead of repeating a call that cannot succeed;
 - a 400 while a structured-output mode was requested switches that mode off and
   asks again in plain JSON (gateways and local servers often lack it);
-- error messages are scrubbed of the API key (and of anything that looks like
-  one) before they leave this module.
+- error messages and answers are scrubbed of the API key and of any credential in
+  the endpoint URL (whole or any 8+ character piece: providers echo key suffixes),
+  and of anything that looks like a key, before they leave this module; the
+  endpoint is only ever shown redacted, and the HTTP client's own request log is
+  scrubbed too (``cluster_assets.secrets``).
 """
 
 from __future__ import annotations
 
+import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,19 +30,11 @@ from dataclasses import dataclass
 
 from cluster_assets.labeling.prompts import Prompt
 from cluster_assets.labeling.shape import AnswerError, parse_answer, wire_schema
+from cluster_assets.secrets import REDACTED, scrub  # noqa: F401 - re-exported
+from cluster_assets.secrets import Scrubber, protect_logs, redact_url, url_secrets
 
-REDACTED = "[redacted]"
-_KEY_LIKE = re.compile(r"(sk-ant-[\w\-*.]+|sk-[\w\-*.]{6,}|AIza[\w\-]{12,}|(?i:bearer)\s+[\w\-.~+/=*]+)")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 FATAL_STATUS = {401, 403, 404}
-
-
-def scrub(text: str, secrets: list[str | None]) -> str:
-    """``text`` with every secret, and every token shaped like an API key, replaced by ``[redacted]``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    return _KEY_LIKE.sub(REDACTED, text)
 
 
 class ProviderError(Exception):
@@ -80,6 +75,7 @@ class Provider:
     default_model: str = ""
     default_embedding_model: str | None = None
     key_variables: tuple[str, ...] = ()
+    base_url_variable: str | None = None  # the SDK's own endpoint variable, used when base_url is unset
 
     def __init__(self, *, api_key: str, model: str | None = None, base_url: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3, max_output_tokens: int = 1024,
@@ -99,9 +95,12 @@ class Provider:
         self._stopped: str | None = None
         self._lock = threading.Lock()
         self._client_instance = None
+        # The endpoint the SDK will call: its credentials are secrets like the key.
+        self.endpoint = base_url or (os.environ.get(self.base_url_variable) if self.base_url_variable else None)
+        self.scrubber = Scrubber([api_key, *url_secrets(self.endpoint)])
 
-    def __repr__(self) -> str:  # never the key
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never the key, nor the endpoint's credentials
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.scrub(redact_url(self.base_url))!r})"
 
     # --- what a subclass provides ---------------------------------------------------------------
     def _make_client(self):
@@ -119,6 +118,7 @@ class Provider:
     def client(self):
         with self._lock:
             if self._client_instance is None:
+                protect_logs(self.scrubber)  # the HTTP client logs every request's URL
                 self._client_instance = self._make_client()
             return self._client_instance
 
@@ -128,7 +128,7 @@ class Provider:
         return self._stopped
 
     def scrub(self, text: str) -> str:
-        return scrub(text, [self._api_key])
+        return self.scrubber(text)
 
     def classify(self, exc: BaseException) -> ProviderError:
         """An SDK exception -> a scrubbed ``ProviderError``; both SDKs share these shapes."""
@@ -139,8 +139,8 @@ class Provider:
         if status is None and "Timeout" in kind:
             return ProviderError(f"no answer within {self.timeout:g}s (timeout)", retryable=True)
         if status is None and "Connection" in kind:
-            return ProviderError(f"cannot connect to {self.base_url or 'the provider'}: "
-                                 f"{self.scrub(str(exc))[:200]}", retryable=True)
+            where = redact_url(self.endpoint) or "the provider"
+            return ProviderError(self.scrub(f"cannot connect to {where}: {str(exc)[:200]}"), retryable=True)
         if status is None:
             return ProviderError(f"{kind}: {self.scrub(str(exc))[:200]}")
         if status in (401, 403):
@@ -200,7 +200,8 @@ class Provider:
             done.input_tokens += reply.input_tokens
             done.output_tokens += reply.output_tokens
             try:
-                done.answer = parse_answer(reply.text, schema)
+                # A model may echo what it was given (a key in a document, a gateway's banner).
+                done.answer = self.scrubber.value(parse_answer(reply.text, schema))
                 return done
             except AnswerError as exc:
                 if attempt >= self.max_retries:

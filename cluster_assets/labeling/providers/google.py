@@ -17,6 +17,7 @@ class GoogleProvider(OpenAIProvider):
     default_model = "gemini-2.5-flash"
     default_embedding_model = "gemini-embedding-001"
     key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    base_url_variable = None
     max_tokens_parameter = "max_tokens"
 
     def _client_base_url(self) -> str:

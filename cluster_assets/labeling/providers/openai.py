@@ -33,6 +33,7 @@ class OpenAIProvider(Provider):
     default_model = "gpt-4o-mini"
     default_embedding_model = "text-embedding-3-small"
     key_variables = ("OPENAI_API_KEY",)
+    base_url_variable = "OPENAI_BASE_URL"
     # Newer OpenAI models refuse max_tokens; compatible servers generally take max_completion_tokens too.
     max_tokens_parameter = "max_completion_tokens"
 
