@@ -1,8 +1,8 @@
 """What changed in a definition's source files since its current fit: a listing, never every document id.
 
-Plain functions over the storage layer and the instance's partitions: the event sensor
-calls them on every tick, so each stays bounded by the number of files (Parquet footers
-for the new files' row counts, the fit's small per-file stats for the gone ones).
+Plain functions over the storage layer and the instance's partitions: the event sensor calls
+them on every tick, so each stays bounded by the number of files (Parquet footers for the
+new and rewritten files' row counts, the fit's small per-file stats for the gone ones).
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 from cluster_assets import partitions
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
-from cluster_assets.storage import Storage
+from cluster_assets.stages.assign import SOURCE_META
+from cluster_assets.stages.sample import source_files
+from cluster_assets.storage import CollectionError, Storage
 
 
 @dataclass
 class FileChanges:
-    files: list[str]  # every source file now
+    files: dict[str, dict]  # every source file now, with its size and mtime
     known: list[str]  # the files registered as partitions
     new_files: list[str]
     gone_files: list[str]
+    changed_files: list[str] = field(default_factory=list)  # rewritten since the current fit assigned them
     unassigned: list[str] = field(default_factory=list)  # registered, but not assigned in the current fit
     new_documents: int = 0
     removed_documents: int = 0
@@ -35,13 +38,30 @@ class FileChanges:
         return self.new_documents + self.removed_documents
 
     @property
+    def redo(self) -> list[str]:
+        """Registered files whose per-file work the current fit must do (again)."""
+        return self.unassigned + self.changed_files
+
+    @property
+    def listing_digest(self) -> str:
+        return _digest(self.files)
+
+    @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.new_files, self.gone_files, self.unassigned]).encode()).hexdigest()[:16]
+        return _digest([self.new_files, self.gone_files, {f: self.files[f] for f in self.redo}])
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def file_rows(storage: Storage, partition: str) -> int:
+    """The file's row count from its Parquet footer (nothing else read); errors name the file."""
     cid, name = layout.split_partition(partition)
-    return storage.parquet_file(*storage.collection_parts(cid), name).metadata.num_rows
+    try:
+        return storage.parquet_file(*storage.collection_parts(cid), name).metadata.num_rows
+    except (OSError, ValueError) as exc:
+        raise CollectionError(f"collection {cid!r}, file {name} cannot be read: {exc}") from None
 
 
 def assigned_rows(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str) -> int:
@@ -60,24 +80,40 @@ def assigned_files(storage: Storage, spec: ClusterDefinition, fit_id: str) -> se
     return out
 
 
+def assigned_fingerprint(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str) -> dict:
+    parts = layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS)
+    meta = storage.parquet_file(*parts).schema_arrow.metadata or {}
+    return json.loads(meta.get(SOURCE_META, b"{}"))
+
+
 def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> FileChanges:
-    files = partitions.current_keys(storage, spec)
+    files = source_files(storage, spec)
+    for key in files:
+        partitions.check_partition_key(key)
     known = instance.get_dynamic_partitions(partitions.partitions_name(spec))
-    known_set, files_set = set(known), set(files)
+    known_set = set(known)
     changes = FileChanges(files=files, known=known, new_files=[f for f in files if f not in known_set],
-                          gone_files=[k for k in known if k not in files_set])
+                          gone_files=[k for k in known if k not in files])
     current = layout.read_current(storage, spec)
     if current is None:
         changes.refit_reason = "no complete fit yet"
+        changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
     changes.fit_id = current.fit_id
     fit_parts = layout.fit_parts(spec, current.fit_id, layout.FIT)
     fitted_with = json.loads(storage.read_bytes(*fit_parts)).get("code_version") if storage.exists(*fit_parts) else None
     if fitted_with and fitted_with != code_version:
         changes.refit_reason = "the definition changed since the current fit"
+        changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
     assigned = assigned_files(storage, spec, current.fit_id)
-    changes.unassigned = [k for k in known if k in files_set and k not in assigned]
-    changes.new_documents = sum(file_rows(storage, f) for f in changes.new_files + changes.unassigned)
+    for key in known:
+        if key not in files:
+            continue
+        if key not in assigned:
+            changes.unassigned.append(key)
+        elif assigned_fingerprint(storage, spec, current.fit_id, key) != files[key]:
+            changes.changed_files.append(key)
+    changes.new_documents = sum(file_rows(storage, f) for f in changes.new_files + changes.redo)
     changes.removed_documents = sum(assigned_rows(storage, spec, current.fit_id, f) for f in changes.gone_files)
     return changes

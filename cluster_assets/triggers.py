@@ -34,7 +34,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from cluster_assets import partitions
-from cluster_assets.changes import FileChanges, file_changes
+from cluster_assets.changes import file_changes
 from cluster_assets.runs import incremental_keys, stage_keys
 from cluster_assets.spec import ClusterDefinition, CronTrigger, EventTrigger, IntervalTrigger
 from cluster_assets.storage import CollectionError
@@ -194,45 +194,53 @@ def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDe
                    name: str, tags: dict[str, str]):
     from cluster_assets.factory import code_version
 
+    version = code_version(spec)
     try:
-        changes = file_changes(context.instance, storage, spec, code_version(spec))
+        changes = file_changes(context.instance, storage, spec, version)
     except (CollectionError, OSError, ValueError) as exc:
         context.log.error(f"{name}: cannot read the source collections of {spec.cluster_name!r}: {exc}")
         return dg.SkipReason(f"source collection unreadable: {exc}")
-    if changes.refit_reason and changes.files:
-        # No complete fit, or one made from another version of the definition: a full run refits.
-        add = [dg.AddDynamicPartitionsRequest(partitions.partitions_name(spec), changes.new_files)] \
-            if changes.new_files else []
-        keys = changes.known + changes.new_files
-        context.log.info(f"{name}: {changes.refit_reason}: requesting a full run")
-        request = dg.RunRequest(run_key=f"{name}:refit:{changes.digest}", asset_selection=stage_keys(spec),
-                                tags={**tags, **partitions.range_tags(keys), TAG_NEW_DOCUMENTS: str(changes.changed)})
-        return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=add)
-    if not changes.new_files and not changes.gone_files and not changes.unassigned:
-        return dg.SkipReason(f"no new or gone files in {', '.join(spec.source_collection_ids)}")
+    if not (changes.refit_reason or changes.new_files or changes.gone_files or changes.redo):
+        return dg.SkipReason(f"no new, rewritten or gone files in {', '.join(spec.source_collection_ids)}")
     if changes.changed < trigger.min_new_documents:
         return dg.SkipReason(f"{changes.changed} new or removed documents, fewer than min_new_documents="
                              f"{trigger.min_new_documents}")
+    add = [dg.AddDynamicPartitionsRequest(partitions.partitions_name(spec), changes.new_files)] \
+        if changes.new_files else []
+    counted = {**tags, TAG_NEW_DOCUMENTS: str(changes.changed)}
+    if changes.refit_reason:
+        # No complete fit, or one made from another version of the definition: a full run refits.
+        context.log.info(f"{name}: {changes.refit_reason}: requesting a full run")
+        keys = [k for k in changes.known if k in changes.files] + changes.new_files
+        request = dg.RunRequest(run_key=f"{name}:refit:{version}:{changes.fit_id}:{changes.listing_digest}",
+                                asset_selection=stage_keys(spec), tags={**counted, **partitions.range_tags(keys)})
+        return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=add + _forget(
+            storage, spec, changes.gone_files))
     requests = []
-    if changes.new_files:
+    if changes.new_files:  # appended last, so one range covers them all
         requests.append(dg.RunRequest(
             run_key=f"{name}:{changes.fit_id}:{changes.digest}", asset_selection=incremental_keys(spec),
-            tags={**tags, **partitions.range_tags(changes.new_files), TAG_NEW_DOCUMENTS: str(changes.changed)}))
-    # files registered before but not assigned in the current fit (added while it was being fitted)
-    requests.extend(dg.RunRequest(run_key=f"{name}:{changes.fit_id}:{key}", asset_selection=incremental_keys(spec),
-                                  partition_key=key, tags=tags) for key in changes.unassigned)
-    partition_requests = []
-    if changes.new_files:
-        partition_requests.append(dg.AddDynamicPartitionsRequest(partitions.partitions_name(spec), changes.new_files))
-    if changes.gone_files:
-        from cluster_assets.stages.enrich import remove_outputs
+            tags={**counted, **partitions.range_tags(changes.new_files)}))
+    # files added while the current fit was being made, or rewritten since: one run each
+    requests.extend(dg.RunRequest(run_key=f"{name}:{changes.fit_id}:{key}:{changes.files[key]['mtime_ns']}",
+                                  asset_selection=incremental_keys(spec),
+                                  tags={**counted, **partitions.range_tags([key])})
+                    for key in changes.redo)
+    context.log.info(f"{name}: {len(changes.new_files)} new, {len(changes.redo)} rewritten or unassigned and "
+                     f"{len(changes.gone_files)} gone files ({changes.changed} documents): assigning with fit "
+                     f"{changes.fit_id}")
+    return dg.SensorResult(run_requests=requests,
+                           dynamic_partitions_requests=add + _forget(storage, spec, changes.gone_files))
 
-        remove_outputs(storage, spec, changes.gone_files)
-        partition_requests.append(dg.DeleteDynamicPartitionsRequest(partitions.partitions_name(spec),
-                                                                    changes.gone_files))
-    context.log.info(f"{name}: {len(changes.new_files)} new files ({changes.new_documents} documents), "
-                     f"{len(changes.gone_files)} gone: assigning with fit {changes.fit_id}")
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+
+def _forget(storage, spec: ClusterDefinition, gone: list[str]) -> list[dg.DeleteDynamicPartitionsRequest]:
+    """Gone files lose their enriched file now and their partition with this tick."""
+    if not gone:
+        return []
+    from cluster_assets.stages.enrich import remove_outputs
+
+    remove_outputs(storage, spec, gone)
+    return [dg.DeleteDynamicPartitionsRequest(partitions.partitions_name(spec), gone)]
 
 
 def build_all_triggers(specs) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:

@@ -6,14 +6,15 @@ import datetime as dt
 import json
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from cluster_assets import triggers
-from cluster_assets.factory import STAGES
+from cluster_assets.stages import STAGE_NAMES as STAGES
 from cluster_assets.loader import build_defs
 from cluster_assets.resources import StorageResource
 from cluster_assets.spec import load_definitions
-from cluster_assets_tests.conftest import write_definition
+from cluster_assets_tests.conftest import launch, write_definition
 from cluster_assets_tests.small import append_blobs, definition, write_blobs
 
 GROUP_KEYS = {f"blobs/{s}" for s in STAGES}
@@ -75,13 +76,17 @@ def test_interval_as_cron_only_when_the_clock_divides_evenly(seconds, cron):
     assert triggers.interval_cron(seconds) == cron
 
 
-def test_schedule_tick_has_run_key_and_tags(defs_with_triggers):
+def test_schedule_tick_has_run_key_and_tags(defs_with_triggers, storage, tmp_path):
     nightly = defs_with_triggers.resolve_schedule_def("blobs__nightly")
     when = dt.datetime(2024, 5, 1, 3, 0, tzinfo=dt.timezone.utc)
-    first = nightly.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when)).run_requests
-    again = nightly.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when)).run_requests
-    later = nightly.evaluate_tick(dg.build_schedule_context(
-        scheduled_execution_time=when + dt.timedelta(days=1))).run_requests
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))  # a schedule needs a persistent instance
+
+    def tick(at):
+        return nightly.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=at,
+            resources={"storage": StorageResource(root=storage.root)})).run_requests
+
+    first, again, later = tick(when), tick(when), tick(when + dt.timedelta(days=1))
     assert len(first) == 1
     assert first[0].run_key == again[0].run_key  # a retried tick is the same run
     assert first[0].run_key != later[0].run_key
@@ -89,61 +94,83 @@ def test_schedule_tick_has_run_key_and_tags(defs_with_triggers):
     assert first[0].tags[triggers.TAG_TRIGGER] == "nightly"
     assert first[0].tags[triggers.TAG_TRIGGER_TYPE] == "cron"
     assert first[0].tags["dagster/schedule_name"] == "blobs__nightly"
+    # a full run: every file registered as a partition and covered by one range
+    assert instance.get_dynamic_partitions("blobs__files") == ["points/part-0.parquet"]
+    assert first[0].tags["dagster/asset_partition_range_start"] == "points/part-0.parquet"
+    assert {k.to_user_string() for k in first[0].asset_selection} == GROUP_KEYS
 
 
-def test_interval_sensor_requests_one_run_per_interval(defs_with_triggers, monkeypatch):
+def test_interval_sensor_requests_one_run_per_interval(defs_with_triggers, storage, monkeypatch):
     sensor = defs_with_triggers.resolve_sensor_def("blobs__interval_2")
     now = [420 * 1000 + 5.0]
     monkeypatch.setattr(triggers, "clock", lambda: now[0])
-    first = sensor.evaluate_tick(dg.build_sensor_context())
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor.evaluate_tick(event_context(instance, storage))
     assert [r.run_key for r in first.run_requests] == ["blobs__interval_2:1000"]
     assert first.run_requests[0].tags[triggers.TAG_TRIGGER] == "interval_2"
     now[0] += 60  # same interval: nothing new
-    same = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    same = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
     assert not same.run_requests and "already requested" in same.skip_message
     now[0] += 420
-    nxt = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor))
+    nxt = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
     assert [r.run_key for r in nxt.run_requests] == ["blobs__interval_2:1001"]
 
 
-def test_event_sensor_same_change_never_two_runs(defs_with_triggers, storage, definitions_dir):
+def file_hashes(storage, collection_id):
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(storage.root) / "collections" / collection_id
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.parquet")}
+
+
+def test_event_sensor_fits_first_then_assigns_only_new_files_with_the_current_fit(defs_with_triggers, storage):
     sensor = defs_with_triggers.resolve_sensor_def("blobs__on_arrival")
     instance = dg.DagsterInstance.ephemeral()
 
-    # Never clustered: all 120 documents are new.
+    # Never clustered: all 120 documents are new, and the first run is a full one (it fits).
     first = sensor.evaluate_tick(event_context(instance, storage))
-    assert len(first.run_requests) == 1
-    request = first.run_requests[0]
+    [request] = first.run_requests
     assert request.tags[triggers.TAG_NEW_DOCUMENTS] == "120"
     assert request.tags[triggers.TAG_TRIGGER] == "on_arrival"
     assert request.tags[triggers.TAG_TRIGGER_TYPE] == "event"
+    assert {k.to_user_string() for k in request.asset_selection} == GROUP_KEYS
+    # A tick that runs again before the run happened asks with the same run key: Dagster launches it once.
+    again = sensor.evaluate_tick(event_context(instance, storage))
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+    [full] = launch(defs_with_triggers, instance, first)
+    assert full.success
+    fit_id = full.run_id
+    assert sensor.evaluate_tick(event_context(instance, storage)).skip_message.startswith("no new")
+    enriched_before = file_hashes(storage, "points_blobs_enriched")
 
-    # The next tick sees the same files: no request at all.
-    unchanged = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
-    assert not unchanged.run_requests and "no change" in unchanged.skip_message
-    # A tick that lost its cursor (an earlier tick raised) asks again with the same run key,
-    # which Dagster refuses to launch twice.
-    retried = sensor.evaluate_tick(event_context(instance, storage))
-    assert [r.run_key for r in retried.run_requests] == [request.run_key]
-
-    # The requested run happens: the assignments now know every document.
-    job = defs_with_triggers.resolve_job_def(sensor.job_name)
-    assert job.execute_in_process(instance=instance, tags=request.tags).success
-    after_run = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
-    assert not after_run.run_requests
-
-    # 3 new documents: below min_new_documents=5, no run, but the cursor moves on.
+    # 3 new documents in a new file: below min_new_documents=5, nothing registered, no run.
     append_blobs(storage, "points", 3, start=1000)
-    few = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
-    assert not few.run_requests
-    assert "3 new or removed documents" in few.skip_message
-    assert json.loads(few.cursor)["changed"] == 3
-    # 3 more: 6 new since the last assignments, one run with a new key.
+    few = sensor.evaluate_tick(event_context(instance, storage))
+    assert not few.run_requests and "3 new or removed documents" in few.skip_message
+    # 3 more in another file: 6 new, one run over both new files and only their per-file stages.
     append_blobs(storage, "points", 3, start=2000, seed=2)
-    enough = sensor.evaluate_tick(event_context(instance, storage, few.cursor))
-    assert len(enough.run_requests) == 1
-    assert enough.run_requests[0].tags[triggers.TAG_NEW_DOCUMENTS] == "6"
-    assert enough.run_requests[0].run_key != request.run_key
+    enough = sensor.evaluate_tick(event_context(instance, storage))
+    [incremental] = enough.run_requests
+    assert incremental.tags[triggers.TAG_NEW_DOCUMENTS] == "6"
+    assert {k.path[-1] for k in incremental.asset_selection} == {"assignments", "reduced_coords", "enriched_collection"}
+    assert [list(r.partition_keys) for r in enough.dynamic_partitions_requests] == [
+        ["points/part-1000.parquet", "points/part-2000.parquet"]]
+    [run] = launch(defs_with_triggers, instance, enough)
+    assert run.success
+    materialized = {(e.asset_key.path[-1], e.partition) for e in run.get_asset_materialization_events()}
+    assert materialized == {(stage, f"points/part-{n}.parquet") for stage in
+                            ("assignments", "reduced_coords", "enriched_collection") for n in (1000, 2000)}
+    # assigned by the fit of the first run, without a refit; the files done before are untouched
+    fits = {e.materialization.metadata["cluster_assets/fit_id"].value
+            for e in run.get_asset_materialization_events()}
+    assert fits == {fit_id}
+    after = file_hashes(storage, "points_blobs_enriched")
+    assert {k: v for k, v in after.items() if k in enriched_before} == enriched_before
+    assert set(after) == set(enriched_before) | {"part-1000.parquet", "part-2000.parquet"}
+    new_docs = storage.read_table("collections", "points_blobs_enriched", "part-2000.parquet")
+    assert new_docs.num_rows == 3 and new_docs.column("cluster_id").null_count == 0
+    assert sensor.evaluate_tick(event_context(instance, storage)).skip_message.startswith("no new")
 
 
 def test_event_sensor_fires_at_exactly_min_new_documents(definitions_dir, storage):
@@ -154,20 +181,36 @@ def test_event_sensor_fires_at_exactly_min_new_documents(definitions_dir, storag
     assert [r.tags[triggers.TAG_NEW_DOCUMENTS] for r in result.run_requests] == ["6"]
 
 
-def test_event_sensor_counts_removed_documents(defs_with_triggers, storage):
+def test_event_sensor_counts_removed_and_rewritten_files(defs_with_triggers, storage):
     sensor = defs_with_triggers.resolve_sensor_def("blobs__on_arrival")
     instance = dg.DagsterInstance.ephemeral()
-    first = sensor.evaluate_tick(event_context(instance, storage))
-    job = defs_with_triggers.resolve_job_def(sensor.job_name)
-    assert job.execute_in_process(instance=instance, tags=first.run_requests[0].tags).success
-    points = storage.collection_dataset("points").to_table()
+    append_blobs(storage, "points", 4, start=1000)
+    assert launch(defs_with_triggers, instance, sensor.evaluate_tick(event_context(instance, storage)))[0].success
+    assert storage.exists("collections", "points_blobs_enriched", "part-1000.parquet")
 
-    storage.write_collection("points", points.schema, [points.slice(4)])  # 4 documents gone
-    few = sensor.evaluate_tick(event_context(instance, storage, first.cursor))
+    storage.fs.delete_file(storage.path("collections", "points", "part-1000.parquet"))  # 4 documents gone
+    few = sensor.evaluate_tick(event_context(instance, storage))
     assert not few.run_requests and "4 new or removed documents" in few.skip_message
-    storage.write_collection("points", points.schema, [points.slice(5)])  # 5 gone: min_new_documents
-    enough = sensor.evaluate_tick(event_context(instance, storage, few.cursor))
+    append_blobs(storage, "points", 1, start=3000)  # and 1 new: 5 = min_new_documents
+    enough = sensor.evaluate_tick(event_context(instance, storage))
     assert [r.tags[triggers.TAG_NEW_DOCUMENTS] for r in enough.run_requests] == ["5"]
+    [run] = launch(defs_with_triggers, instance, enough)
+    assert run.success
+    # the gone file lost its partition and its enriched file
+    assert "points/part-1000.parquet" not in instance.get_dynamic_partitions("blobs__files")
+    assert not storage.exists("collections", "points_blobs_enriched", "part-1000.parquet")
+
+    # a file rewritten in place (same name, other documents) is assigned again with the same fit
+    table = storage.read_table("collections", "points", "part-3000.parquet")
+    storage.write_table(pa.concat_tables([table] * 6).set_column(
+        0, "document_id", pa.array([f"re-{i}" for i in range(6)])), "collections", "points", "part-3000.parquet")
+    rewritten = sensor.evaluate_tick(event_context(instance, storage))
+    [request] = rewritten.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "points/part-3000.parquet"
+    assert request.tags["dagster/asset_partition_range_end"] == "points/part-3000.parquet"
+    assert launch(defs_with_triggers, instance, rewritten)[0].success
+    redone = storage.read_table("collections", "points_blobs_enriched", "part-3000.parquet")
+    assert redone.column("document_id").to_pylist() == [f"re-{i}" for i in range(6)]
 
 
 def test_event_sensor_skips_unreadable_collection(definitions_dir, storage, capfd):
