@@ -48,7 +48,7 @@ class LabelColumns:
         # cluster id -> label row; the extra last entry catches -1 (noise)
         self.lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
         self.lookup[label_ids] = np.arange(len(label_ids))
-        self.values = {name: labels.column(name).combine_chunks() for name in fields if name != "representative"}
+        self.values = {name: _one_chunk(labels.column(name)) for name in fields if name != "representative"}
         self.representatives = pa.array(
             sorted({i for ids in labels.column("representative_ids").to_pylist() for i in ids}), pa.string())
 
@@ -150,6 +150,10 @@ def run_enrichment(storage, spec: ClusterDefinition, previous_targets: Collectio
         result.warnings.append(
             f"{unassigned} documents arrived after the assignments: their cluster_id is null until the next run")
     return result
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
