@@ -78,16 +78,24 @@ def main(argv=None) -> int:
     p.add_argument("--big", type=int, default=3, help="documents with a 1,000,000-character text")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=HERE / "results" / "enrich_memory")
-    p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("prepare", *VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child == "prepare":
+        prepare(args.root, args.documents, args.big)
+        return 0
     if args.child:
         child(args.child, args.root)
         return 0
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     root = args.workdir / "storage"
-    prepare(root, args.documents, args.big)
+    # in its own process too: a child's ru_maxrss starts from its parent's high-water mark at fork
+    done = run_child([sys.executable, __file__, "--child", "prepare", "--root", str(root),
+                      "--documents", str(args.documents), "--big", str(args.big)], args.workdir / "prepare.log")
+    if done.returncode != 0:
+        print(f"prepare failed:\n{tail(done.log)}", file=sys.stderr)
+        return 1
     peaks: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for repeat in range(args.repeats):
         order = VARIANTS[repeat % len(VARIANTS):] + VARIANTS[:repeat % len(VARIANTS)]

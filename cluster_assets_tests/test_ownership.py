@@ -55,11 +55,11 @@ def test_two_definitions_naming_one_target_are_both_refused(definitions_dir, sto
     first, second = definitions_dir / "first.json", definitions_dir / "second.json"
     assert result.stdout.splitlines() == [
         f"{first}: enrichment.target_collection_id: definition 'first' writes enrichment target collection "
-        f"'shared', as does definition 'second' ({second}): a collection has one writer, so both are refused; "
-        "give each definition its own target_collection_id",
+        f"'shared', as does definition 'second' ({second}): a collection has one writer, so every definition "
+        "naming it is refused; give each definition its own target_collection_id",
         f"{second}: enrichment.target_collection_id: definition 'second' writes enrichment target collection "
-        f"'shared', as does definition 'first' ({first}): a collection has one writer, so both are refused; "
-        "give each definition its own target_collection_id",
+        f"'shared', as does definition 'first' ({first}): a collection has one writer, so every definition "
+        "naming it is refused; give each definition its own target_collection_id",
         "1 definition valid; 2 problems in 2 files",
     ]
     # the code location agrees: only the third definition's assets

@@ -159,7 +159,7 @@ def enrichment_target_problems(loaded: list[LoadedDefinition], storage: Any = No
             others = ", ".join(f"{o.spec.cluster_name!r} ({o.path})" for o in items if o is not item)
             problems.append(DefinitionError(item.path, field, (
                 f"definition {item.spec.cluster_name!r} writes enrichment target collection {target!r}, "
-                f"as does definition {others}: a collection has one writer, so both are refused; "
+                f"as does definition {others}: a collection has one writer, so every definition naming it is refused; "
                 "give each definition its own target_collection_id")))
             refused.add(item.spec.cluster_name)
     for target, items in writers.items():
