@@ -179,3 +179,19 @@ def test_an_unowned_target_is_adopted_only_when_the_last_enrichment_wrote_it(sto
     run_enrichment(storage, spec, previous_targets={"legacy"})
     assert ownership.read_owner(storage, "legacy").cluster_name == "enr"
     assert storage.collection_dataset("legacy").count_rows() == 2
+
+
+def test_a_null_label_value_is_written_as_a_null_not_in_the_dictionary(storage):
+    # a response_shape field the model did not fill (a fallback cluster) is null in the labels table
+    spec = parse_definition({"cluster_name": "enr", "source_collection_ids": ["docs"], "feature_addresses": ["vec"],
+                             "llm_labeling": {"provider": "openai", "response_shape": {"tone": "string"}},
+                             "enrichment": {"fields": ["label", "tone"]}})
+    ids = [f"d{i}" for i in range(6)]
+    storage.write_collection("docs", documents(ids).schema, [documents(ids)])
+    write_upstream(storage, spec, ids)
+    labels = [ClusterLabel(c, f"label {c}", "", [], [], extra={"tone": None if c == 1 else f"tone {c}"})
+              for c in range(3)]
+    storage.write_table(labels_table(labels, "llm", {"tone": pa.string()}), *layout.asset_parts(spec, layout.LABELS))
+    run_enrichment(storage, spec)
+    enriched = storage.collection_dataset("docs_enr_enriched").to_table()
+    assert enriched.column("tone").to_pylist() == [None if cluster_of(i) == 1 else f"tone {cluster_of(i)}" for i in ids]

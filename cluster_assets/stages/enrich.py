@@ -49,6 +49,8 @@ class LabelColumns:
         self.lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
         self.lookup[label_ids] = np.arange(len(label_ids))
         self.values = {name: _one_chunk(labels.column(name)) for name in fields if name != "representative"}
+        # Parquet cannot write a dictionary holding nulls: a null label value is a null index instead
+        self.null_values = {name: np.asarray(values.is_null()) for name, values in self.values.items()}
         self.representatives = pa.array(
             sorted({i for ids in labels.column("representative_ids").to_pylist() for i in ids}), pa.string())
 
@@ -56,7 +58,8 @@ class LabelColumns:
         """``clusters``: each document's cluster id, -1 for noise and unassigned (their fields are null);
         ``ids``: the documents' ids as strings (for ``representative``)."""
         rows = np.where(clusters >= 0, self.lookup[np.clip(clusters, 0, len(self.lookup) - 1)], -1)
-        indices = pa.array(rows.astype(np.int32), mask=rows < 0)
+        missing = rows < 0
+        indices = pa.array(rows.astype(np.int32), mask=missing)
         out: dict[str, pa.Array] = {}
         for name in self.fields:
             if name == "representative":
@@ -64,7 +67,13 @@ class LabelColumns:
                 continue
             values = self.values[name]
             if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-                out[name] = pa.DictionaryArray.from_arrays(indices, values)
+                nulls = self.null_values[name]
+                if nulls.any():
+                    out[name] = pa.DictionaryArray.from_arrays(
+                        pa.array(rows.astype(np.int32), mask=missing | nulls[np.maximum(rows, 0)]),
+                        values.fill_null(""))
+                else:
+                    out[name] = pa.DictionaryArray.from_arrays(indices, values)
             else:
                 out[name] = values.take(indices)
         return out
