@@ -122,9 +122,20 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         make("reduced_coords", lambda ctx, st: stages.run_reduced_coords(st, spec, ctx.run_id)),
         make("labels", lambda ctx, st: stages.run_labels(st, spec, ctx.run_id, ctx.resources.llm.labeler(spec, st)),
              resources=frozenset({"llm"})),
-        make("enriched_collection", lambda ctx, st: stages.run_enrichment(st, spec)),
+        make("enriched_collection", lambda ctx, st: stages.run_enrichment(st, spec, previous_enrichment_targets(ctx))),
         make("cluster_map", lambda ctx, st: stages.run_cluster_map(st, spec, ctx.run_id)),
     ]
+
+
+def previous_enrichment_targets(context: dg.AssetExecutionContext) -> set[str]:
+    """The collections the asset's latest materialization wrote (its ``target_collections`` metadata)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return set()
+    value = materialization.metadata.get("target_collections")
+    data = getattr(value, "value", value)
+    return set(data) if isinstance(data, dict) else set()
 
 
 def _code_version(spec: ClusterDefinition) -> str:

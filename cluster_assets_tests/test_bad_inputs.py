@@ -235,7 +235,7 @@ def test_a_failed_run_leaves_the_previous_results_and_the_source_whole(definitio
     write_table(storage, "points", points())
     write_definition(definitions_dir, GOOD)
     assert materialize_group(definitions_dir, "points").success
-    target = Path(storage.root) / "collections" / "points_enriched" / "part-0.parquet"
+    target = Path(storage.root) / "collections" / "points_points_enriched" / "part-0.parquet"
     enriched_before = target.read_bytes()
     # a new file of documents arrives with a broken vector
     broken = points(n=3, seed=5, ids=["new-0", "new-1", "new-2"])
@@ -248,7 +248,7 @@ def test_a_failed_run_leaves_the_previous_results_and_the_source_whole(definitio
     step, message = failure(definitions_dir)
     assert step == "embeddings" and "document 'new-1'" in message
     assert target.read_bytes() == enriched_before
-    assert storage.collection_dataset("points_enriched").count_rows() == 30
+    assert storage.collection_dataset("points_points_enriched").count_rows() == 30
     assert source == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                       for p in (Path(storage.root) / "collections" / "points").iterdir()}
 
@@ -268,7 +268,7 @@ def test_integer_document_ids_are_matched_as_strings_end_to_end(definitions_dir,
     write_table(storage, "points", table)
     write_definition(definitions_dir, {**GOOD, "enrichment": {"fields": ["label", "representative"]}})
     assert materialize_group(definitions_dir, "points").success
-    enriched = storage.collection_dataset("points_enriched").to_table()
+    enriched = storage.collection_dataset("points_points_enriched").to_table()
     assert enriched.column("document_id").type == pa.int64()  # the source's columns are kept as they were
     assert enriched.column("cluster_id").null_count == 0
     assert sorted(set(enriched.column("cluster_id").to_pylist())) == [0, 1, 2]

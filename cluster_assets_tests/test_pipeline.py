@@ -31,7 +31,8 @@ from cluster_assets.factory import STAGES  # the six stages of the issue, and cl
 SAMPLED = 500
 
 DEFINITIONS = {
-    # digits_kmeans: the bundled definition, verbatim (kmeans, 10 clusters, UMAP 2-D, default target)
+    # digits_kmeans: the bundled definition, verbatim (kmeans, 10 clusters, UMAP 2-D, default target
+    # digits_digits_kmeans_enriched)
     "digits_sampled": {
         "cluster_name": "digits_sampled",
         "source_collection_ids": ["digits"],
@@ -171,14 +172,15 @@ def test_materialization_metadata(run):
             run.root / "artifacts" / group / run.run_id / "members.parquet")
         assert Path(m[f"{group}/labels"]["centroids_artifact"]).is_file()
         assert Path(m[f"{group}/reduced_coords"]["members_artifact"]).is_file()
-    assert m["digits_kmeans/enriched_collection"]["dagster/uri"] == str(run.root / "collections" / "digits_enriched")
+    assert m["digits_kmeans/enriched_collection"]["dagster/uri"] == str(
+        run.root / "collections" / "digits_digits_kmeans_enriched")
 
 
 # --- ground truth -----------------------------------------------------------------------------
 
 def test_kmeans_on_digits_matches_scikit_learn_against_the_true_digits(run):
     digits = load_digits()
-    enriched = run.collection("digits_enriched").sort_by("document_id")
+    enriched = run.collection("digits_digits_kmeans_enriched").sort_by("document_id")
     ours = np.asarray(enriched.column("cluster_id").to_pylist())
     truth = np.asarray(enriched.column("true_digit").to_pylist())
     assert (truth == digits.target).all()
@@ -192,7 +194,7 @@ def test_kmeans_on_digits_matches_scikit_learn_against_the_true_digits(run):
 
 def test_data_labels_name_the_digit_a_cluster_holds(run):
     # The captions say "handwritten digit seven": c-TF-IDF must put the digit's name first.
-    enriched = run.collection("digits_enriched")
+    enriched = run.collection("digits_digits_kmeans_enriched")
     truth = enriched.column("true_digit").to_pylist()
     clusters = enriched.column("cluster_id").to_pylist()
     majority = {c: Counter(t for t, k in zip(truth, clusters) if k == c).most_common(1)[0][0] for c in set(clusters)}
@@ -292,7 +294,7 @@ def test_centroids_artifact(run):
 # --- enrichment -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("group,source,target,fields", [
-    ("digits_kmeans", "digits", "digits_enriched", ["label", "summary", "keywords"]),
+    ("digits_kmeans", "digits", "digits_digits_kmeans_enriched", ["label", "summary", "keywords"]),
     ("digits_agglomerative", "digits", "digits_agglomerative", ["label", "keywords", "confidence", "representative"]),
     ("product_topics", "products", "products_enriched", ["label", "summary", "keywords"]),
 ])
@@ -330,7 +332,8 @@ def test_source_collections_are_byte_identical_afterwards(run):
     assert run.sources_before == run.sources_after
     assert run.sources_before["digits"] and run.sources_before["products"]
     assert sorted(run.storage.list_collections()) == sorted(
-        ["digits", "products", "digits_enriched", "digits_by_sample", "digits_agglomerative", "products_enriched"])
+        ["digits", "products", "digits_digits_kmeans_enriched", "digits_by_sample", "digits_agglomerative",
+         "products_enriched"])
 
 
 # --- streaming in batches ---------------------------------------------------------------------
@@ -355,7 +358,7 @@ def run_stages(root: Path, algorithm: str, config: dict) -> dict[str, pa.Table]:
     stages.run_enrichment(storage, spec)
     out = {name: storage.read_table("assets", "streamed", name)
            for name in ("assignments.parquet", "coords.parquet", "clusters.parquet", "labels.parquet")}
-    out["enriched"] = storage.collection_dataset("digits_enriched").to_table()
+    out["enriched"] = storage.collection_dataset("digits_streamed_enriched").to_table()
     return out
 
 

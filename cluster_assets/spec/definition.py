@@ -151,9 +151,10 @@ class ClusterDefinition(_Strict):
         return re.sub(r"[^A-Za-z0-9_]", "_", self.cluster_name)
 
     def target_collection_ids(self) -> dict[str, str]:
-        """Source collection id -> enriched collection id."""
+        """Source collection id -> enriched collection id (default ``<source>_<cluster_name>_enriched``, so two
+        definitions over one source never share a default target)."""
         target = self.enrichment.target_collection_id
-        return {cid: target or f"{cid}_enriched" for cid in self.source_collection_ids}
+        return {cid: target or f"{cid}_{self.cluster_name}_enriched" for cid in self.source_collection_ids}
 
     def fit_size(self) -> int:
         return self.sample_size or algorithms.REGISTRY[self.algorithm].default_fit_size
