@@ -167,7 +167,7 @@ def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
     root = Path(demo_storage.root)
     assert [p.name for p in root.rglob("map.html")] and list((root / "cache" / "llm_labels").glob("*.json"))
     tables = [labels, demo_storage.read_table("artifacts", GROUP, result.run_id, "centroids.parquet"),
-              demo_storage.collection_dataset("products_enriched").to_table(columns=["label", "summary", "keywords"])]
+              demo_storage.collection_dataset(f"products_{GROUP}_enriched").to_table(columns=["label", "summary", "keywords"])]
     shown = "\n".join([caplog.text, run_log_text(instance, result.run_id), *(str(t.to_pylist()) for t in tables)])
     for secret in (GATEWAY_KEY, suffix, password):
         assert secret not in shown
