@@ -122,6 +122,8 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             ctx = lineage.stage_context(context, spec, stage.name, storage, version)
             if "llm" in stage.resources:
                 ctx.labeler = context.resources.llm.labeler(spec, storage)
+            if stage.name == "enriched_collection":
+                ctx.previously_enriched = frozenset(previous_enrichment_targets(context))
             with peak_rss() as memory:
                 result = stage.run(ctx)
             result.metadata.update(memory)
@@ -146,6 +148,18 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
         # backfill_policy is marked beta; single-run backfills are what `--partition-range` needs
         warnings.simplefilter("ignore", dg.BetaWarning)
         return [make(stage) for stage in STAGES]
+
+
+def previous_enrichment_targets(context: dg.AssetExecutionContext) -> set[str]:
+    """The collections the asset's latest materialization wrote (its ``target_collections`` metadata):
+    a target without an owner manifest is adopted only if it is one of these (written before manifests)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return set()
+    value = materialization.metadata.get("target_collections")
+    data = getattr(value, "value", value)
+    return set(data) if isinstance(data, dict) else set()
 
 
 def pool_name(spec: ClusterDefinition) -> str:

@@ -6,6 +6,7 @@ provider fails.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,29 @@ class ClusterLabel:
     confidence: float = 0.0
     source: str = "data"
     extra: dict = field(default_factory=dict)
+
+
+# Every stored label keeps to these bounds, whatever the data or a model said: the label columns of the
+# enriched collection and the prompts of parent labels carry them for every document of a cluster.
+MAX_KEYWORD_CHARS = 40  # a longer "word" (a hash, a base64 blob, a run-on token) is not a keyword
+MAX_KEYWORDS = 20
+MAX_LABEL_CHARS = 120
+MAX_SUMMARY_CHARS = 1_000
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def bounded(label: ClusterLabel) -> ClusterLabel:
+    """``label`` with its label, summary, keywords and string extras cut to the bounds above."""
+    return dataclasses.replace(
+        label,
+        label=clip(label.label, MAX_LABEL_CHARS),
+        summary=clip(label.summary, MAX_SUMMARY_CHARS),
+        keywords=[clip(k, MAX_KEYWORD_CHARS) for k in label.keywords[:MAX_KEYWORDS]],
+        extra={k: clip(v, MAX_SUMMARY_CHARS) if isinstance(v, str) else v for k, v in label.extra.items()},
+    )
 
 
 # Number words carry meaning in titles ("two-person tent", "digit seven"): keep them.
@@ -43,7 +67,8 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) 
     result: dict[int, list[str]] = {c: [] for c in clusters}
     if not clusters or not any(t.strip() for t in texts):
         return result
-    vectorizer = CountVectorizer(stop_words=stop_words(), max_features=50_000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9]+\b")
+    vectorizer = CountVectorizer(stop_words=stop_words(), max_features=50_000,
+                                 token_pattern=rf"(?u)\b[a-zA-Z][a-zA-Z0-9]{{1,{MAX_KEYWORD_CHARS - 1}}}\b")
     try:
         counts = vectorizer.fit_transform(texts)
     except ValueError:  # only stop words
@@ -113,5 +138,5 @@ def data_labels(cluster_ids: list[int], counts: dict[int, int], keywords: dict[i
             summary += f"; most central: {snippet!r}"
         # Confidence of a data label: how many of the cluster's documents its keywords describe.
         confidence = round((coverage or {}).get(c, 0.0), 4)
-        labels.append(ClusterLabel(c, label, summary, words, representatives.get(c, []), confidence))
+        labels.append(bounded(ClusterLabel(c, label, summary, words, representatives.get(c, []), confidence)))
     return labels

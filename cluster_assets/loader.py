@@ -12,15 +12,25 @@ from pathlib import Path
 import dagster as dg
 
 from cluster_assets import factory, triggers, webhooks
-from cluster_assets.resources import default_definitions_dir, llm_resource, storage_resource
+from cluster_assets.resources import default_definitions_dir, default_storage_root, llm_resource, storage_resource
 from cluster_assets.spec import load_definitions
+from cluster_assets.storage import Storage
 
 logger = logging.getLogger("cluster_assets")
 
 
+def _storage_or_none() -> Storage | None:
+    """The storage root, to tell an enrichment chain from an overwrite at load (None: left to the run)."""
+    try:
+        return Storage(default_storage_root())
+    except Exception as exc:  # noqa: BLE001 - an unreachable storage must not stop the code location from loading
+        logger.warning("enrichment targets not checked against storage: %s", exc)
+        return None
+
+
 def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
     folder = definitions_dir or default_definitions_dir()
-    loaded, problems = load_definitions(folder)
+    loaded, problems = load_definitions(folder, _storage_or_none())
     for problem in problems:
         logger.error("skipping cluster definition: %s", problem)
     assets, collections = factory.build_definitions(loaded)

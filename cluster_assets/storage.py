@@ -39,6 +39,7 @@ STAGING_PREFIX = "_staging-"
 STALE_STAGING_SECONDS = 3600
 # _staging-<uuid>-<pid>-<host without '-'>-<target name>
 _STAGING_WRITER = re.compile(r"_staging-[0-9a-f]{32}-(\d+)-([^-]*)-")
+COLLECTION_FILE = "part-0.parquet"  # the one file our writers give a collection
 ROW_GROUP_ROWS = 65_536
 
 
@@ -290,13 +291,20 @@ class Storage:
             yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
     def write_collection(self, collection_id: str, schema: pa.Schema,
-                         batches: Iterable[pa.RecordBatch | pa.Table]) -> int:
-        """Replace a collection atomically with one Parquet file."""
-        parts = self.collection_parts(collection_id)
-        rows = self.write_batches(schema, batches, *parts, "part-0.parquet")
-        # Our writers keep a collection to one file; parts left by an earlier writer go now.
-        for path in self.collection_files(collection_id):
-            if posixpath.basename(path) != "part-0.parquet":
-                self.fs.delete_file(path)
-        return rows
+                         batches: Iterable[pa.RecordBatch | pa.Table], replaces: Iterable[str] = ()) -> int:
+        """Write a collection's ``part-0.parquet`` atomically; returns the row count.
 
+        Only once it is complete, the files named in ``replaces`` (names in the collection's folder that
+        the same writer wrote before) are deleted. A file the caller does not name is never deleted.
+        """
+        parts = self.collection_parts(collection_id)
+        rows = self.write_batches(schema, batches, *parts, COLLECTION_FILE)
+        for name in replaces:
+            if name == COLLECTION_FILE:
+                continue
+            check_safe_id(name, "collection file name")
+            try:
+                self.fs.delete_file(self.path(*parts, name))
+            except FileNotFoundError:
+                pass
+        return rows

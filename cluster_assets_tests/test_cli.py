@@ -234,7 +234,8 @@ def test_definitions_show_before_any_run(definitions_dir, storage_root):
     assert report["asset_keys"]["stages"] == [f"good_one/{s}" for s in (
         "sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection", "cluster_map")]
     assert report["asset_keys"]["sources"] == ["collections/digits"]
-    assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_out", "exists": False}]
+    assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_out", "exists": False,
+                                                "owner": None}]
     assert not any(stage["exists"] for stage in report["stage_outputs"].values())
 
     text = run("definitions", "show", "good_one")
@@ -339,7 +340,8 @@ def test_definitions_show_after_a_run_sees_the_stage_outputs(materialized):
                  "--storage", materialized["root"])
     report = json.loads(result.stdout)
     assert all(stage["exists"] for stage in report["stage_outputs"].values())
-    assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_enriched", "exists": True}]
+    assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_digits_kmeans_enriched",
+                                                "exists": True, "owner": "digits_kmeans"}]
 
 
 # --- the same commands against S3 (moto's server on loopback) ------------------------------------

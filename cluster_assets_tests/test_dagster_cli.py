@@ -64,7 +64,7 @@ def check_run(place: Place, run, latest) -> None:
     assert (artifacts / "centroids.parquet").is_file() and (artifacts / "members.parquet").is_file()
     metadata = latest[dg.AssetKey(["digits_kmeans", "labels"])].asset_materialization.metadata
     assert metadata["centroids_artifact"].value == str(artifacts / "centroids.parquet")
-    assert Storage(place.storage).collection_dataset("digits_enriched").count_rows() == 1797
+    assert Storage(place.storage).collection_dataset("digits_digits_kmeans_enriched").count_rows() == 1797
 
 
 def test_materialize_a_group_from_the_shell(place, monkeypatch):

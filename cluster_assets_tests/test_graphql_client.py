@@ -53,7 +53,7 @@ def test_submit_a_definitions_group_and_poll_to_success(webserver):
     # The run wrote this run's artifacts and the enriched collection.
     for name in ("members.parquet", "centroids.parquet"):
         assert storage.exists("artifacts", "blobs", run_id, name)
-    assert storage.read_table("collections", "points_enriched", "part-0.parquet").num_rows == 120
+    assert storage.read_table("collections", "points_blobs_enriched", "part-0.parquet").num_rows == 120
 
     # And the instance behind the webserver recorded it with its metadata.
     instance = dg.DagsterInstance.from_config(str(server.home))

@@ -249,7 +249,7 @@ def test_hierarchical_run_carries_tree_quality_and_paths(demo_storage, definitio
         assert row["parent_id"] == -1 or nodes[row["parent_id"]]["level"] == row["level"] - 1
         assert row["label"]
     # the enriched documents carry their path from the top of the tree down to their cluster
-    enriched = storage.collection_dataset("products_enriched").to_table()
+    enriched = storage.collection_dataset("products_shop_enriched").to_table()
     clustered = enriched.filter(pc.greater_equal(enriched.column("cluster_id"), 0))
     for row in clustered.slice(0, 50).to_pylist():
         path = row["cluster_path"]

@@ -84,7 +84,7 @@ def test_group_materializes_with_llm_labels_end_to_end(openai_server, demo_stora
     assert centroids.column("sentiment").to_pylist() == [
         dict(zip(labels.column("cluster_id").to_pylist(), labels.column("sentiment").to_pylist()))[c]
         for c in centroids.column("cluster_id").to_pylist()]
-    enriched = demo_storage.collection_dataset("products_enriched").to_table()
+    enriched = demo_storage.collection_dataset(f"products_{GROUP}_enriched").to_table()
     assert {"label", "sentiment", "confidence"} <= set(enriched.column_names)
     assert pc.all(pc.is_valid(enriched.column("sentiment"))).as_py()
     assert pc.unique(enriched.column("confidence")).to_pylist() == [pytest.approx(0.9)]
@@ -122,7 +122,7 @@ def test_without_a_key_the_run_succeeds_with_data_labels_and_says_why(openai_ser
     warnings = [r.user_message for r in instance.all_logs(result.run_id)
                 if r.level == logging.WARNING and "fall back" in r.user_message]
     assert len(warnings) == 1 and "OPENAI_API_KEY" in warnings[0]
-    enriched = demo_storage.collection_dataset("products_enriched").to_table()
+    enriched = demo_storage.collection_dataset(f"products_{GROUP}_enriched").to_table()
     assert "sentiment" in enriched.column_names and enriched.column("sentiment").null_count == enriched.num_rows
 
 
@@ -167,7 +167,7 @@ def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
     root = Path(demo_storage.root)
     assert [p.name for p in root.rglob("map.html")] and list((root / "cache" / "llm_labels").glob("*.json"))
     tables = [labels, demo_storage.read_table("artifacts", GROUP, result.run_id, "centroids.parquet"),
-              demo_storage.collection_dataset("products_enriched").to_table(columns=["label", "summary", "keywords"])]
+              demo_storage.collection_dataset(f"products_{GROUP}_enriched").to_table(columns=["label", "summary", "keywords"])]
     shown = "\n".join([caplog.text, run_log_text(instance, result.run_id), *(str(t.to_pylist()) for t in tables)])
     for secret in (GATEWAY_KEY, suffix, password):
         assert secret not in shown

@@ -265,3 +265,29 @@ def test_no_key_falls_back_to_data_labels_with_the_reason(openai_server):
     google = definition(provider="google", base_url=openai_server.base_url)
     assert "GEMINI_API_KEY or GOOGLE_API_KEY" in choose_labeler(google).label(evidence()).metadata["fallback_reason"]
     assert choose_labeler(definition(enabled=False)).label(evidence()).source == "data"
+
+
+def test_an_overlong_answer_is_cut_to_the_label_bounds(openai_server):
+    from cluster_assets import keywords as kw
+
+    openai_server.queue(Answer({"label": "L" * 100_000, "summary": "S" * 1_000_000,
+                                "keywords": ["k" * 500] * 50, "confidence": 0.5}))
+    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"))
+    first = label(spec, items=evidence(clusters=1)).labels[0]
+    assert first.source == "llm"
+    assert first.label == "L" * (kw.MAX_LABEL_CHARS - 1) + "\u2026"
+    assert first.summary == "S" * (kw.MAX_SUMMARY_CHARS - 1) + "\u2026"
+    assert first.keywords == ["k" * (kw.MAX_KEYWORD_CHARS - 1) + "\u2026"] * kw.MAX_KEYWORDS
+
+
+def test_data_labels_never_quote_a_run_on_token():
+    import numpy as np
+
+    from cluster_assets import keywords as kw
+
+    texts = ["harbour crane " + "z" * 1_000_000, "harbour ships", "desert sand", "desert dunes"]
+    words = kw.class_tfidf_keywords(texts, np.array([0, 0, 1, 1]))
+    assert words == {0: ["harbour", "crane", "ships"], 1: ["desert", "dunes", "sand"]}
+    long = kw.data_labels([0], {0: 2}, {0: ["w" * 100] * 30}, {0: ["a"]}, {0: "x" * 5000})[0]
+    assert len(long.label) <= kw.MAX_LABEL_CHARS and len(long.summary) <= kw.MAX_SUMMARY_CHARS
+    assert len(long.keywords) == kw.MAX_KEYWORDS and all(len(k) <= kw.MAX_KEYWORD_CHARS for k in long.keywords)

@@ -33,7 +33,8 @@ from cluster_assets.stages import STAGE_NAMES as STAGES  # the six stages of the
 SAMPLED = 500
 
 DEFINITIONS = {
-    # digits_kmeans: the bundled definition, verbatim (kmeans, 10 clusters, UMAP 2-D, default target)
+    # digits_kmeans: the bundled definition, verbatim (kmeans, 10 clusters, UMAP 2-D, default target
+    # digits_digits_kmeans_enriched)
     "digits_sampled": {
         "cluster_name": "digits_sampled",
         "source_collection_ids": ["digits"],

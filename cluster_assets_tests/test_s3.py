@@ -85,11 +85,11 @@ def test_end_to_end_on_s3(s3, run):
     for group in GROUPS:
         for name in ("centroids.parquet", "members.parquet"):
             assert f"{PREFIX}/artifacts/{group}/{result.run_id}/{name}" in stored
-    assert f"{PREFIX}/collections/digits_enriched/part-0.parquet" in stored
+    assert f"{PREFIX}/collections/digits_digits_kmeans_enriched/part-0.parquet" in stored
     assert f"{PREFIX}/collections/products_enriched/part-0.parquet" in stored
     assert not [k for k in stored if Path(k).name.startswith(STAGING_PREFIX)]  # no staging object left behind
     # what landed is whole and readable
-    enriched = storage.collection_dataset("digits_enriched").to_table()
+    enriched = storage.collection_dataset("digits_digits_kmeans_enriched").to_table()
     assert enriched.num_rows == 1797 and "cluster_id" in enriched.column_names and "label" in enriched.column_names
     members = storage.read_table("artifacts", "product_topics", result.run_id, "members.parquet")
     assert members.num_rows == 1200 and members.column_names[-3:] == ["x", "y", "z"]
@@ -104,7 +104,7 @@ def test_metadata_points_at_s3_uris(run):
     labels = materializations["digits_kmeans/labels"]
     assert labels["centroids_artifact"].value == f"{ROOT}/artifacts/digits_kmeans/{result.run_id}/centroids.parquet"
     assert materializations["digits_kmeans/enriched_collection"]["dagster/uri"].value == (
-        f"{ROOT}/collections/digits_enriched")
+        f"{ROOT}/collections/digits_digits_kmeans_enriched")
 
 
 def test_a_failed_write_on_s3_leaves_the_previous_collection(s3, run):

@@ -64,7 +64,7 @@ def test_defaults():
     assert spec.algorithm == "kmeans"
     assert spec.dimension_reduction is None and spec.llm_labeling is None and spec.sample_size is None
     assert spec.enrichment.fields == ["label", "summary", "keywords"]
-    assert spec.target_collection_ids() == {"articles": "articles_enriched"}
+    assert spec.target_collection_ids() == {"articles": "articles_docs_enriched"}  # <source>_<cluster_name>_enriched
     assert spec.triggers == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -61,6 +62,10 @@ def test_collection_ids_with_path_characters_never_touch_the_disk(storage, bad):
     assert not (Path(storage.root).parent / "x").exists()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 def test_a_collection_written_by_another_tool_in_several_files_is_read_whole(storage):
     folder = Path(storage.root) / "collections" / "multi"
     folder.mkdir(parents=True)
@@ -68,10 +73,40 @@ def test_a_collection_written_by_another_tool_in_several_files_is_read_whole(sto
     pq.write_table(documents(5, 5), folder / "b.parquet")
     (folder / "_SUCCESS").write_text("")
     assert storage.collection_dataset("multi").count_rows() == 10
-    # rewriting it through the storage layer leaves one file, with the new content only
-    storage.write_collection("multi", documents(0, 3).schema, [documents(0, 3, "v2")])
-    assert [Path(p).name for p in storage.collection_files("multi")] == ["part-0.parquet"]
-    assert storage.collection_dataset("multi").to_table().equals(documents(0, 3, "v2"))
+    before = file_hashes(folder)
+    # a write through the storage layer never deletes a file it was not told it replaces
+    storage.write_collection("multi", documents(0, 3).schema, [documents(10, 3, "v2")])
+    assert [Path(p).name for p in storage.collection_files("multi")] == ["a.parquet", "b.parquet", "part-0.parquet"]
+    after = file_hashes(folder)
+    assert {name: after[name] for name in before} == before
+    assert storage.collection_dataset("multi").count_rows() == 13
+
+
+def test_a_rewrite_deletes_the_files_its_writer_names_once_the_new_file_is_complete(storage):
+    folder = Path(storage.root) / "collections" / "multi"
+    folder.mkdir(parents=True)
+    pq.write_table(documents(0, 5), folder / "part-1.parquet")
+    pq.write_table(documents(5, 5), folder / "user.parquet")
+    storage.write_collection("multi", documents(0, 3).schema, [documents(0, 3, "v2")], replaces=["part-1.parquet"])
+    assert [Path(p).name for p in storage.collection_files("multi")] == ["part-0.parquet", "user.parquet"]
+
+
+def test_a_failing_multi_file_rewrite_leaves_every_old_file_byte_identical(storage):
+    folder = Path(storage.root) / "collections" / "multi"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        pq.write_table(documents(i * 5, 5), folder / f"part-{i}.parquet")
+    before = file_hashes(folder)
+
+    def failing():
+        yield documents(0, 10, "v2")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        storage.write_collection("multi", documents(0, 1).schema, failing(),
+                                 replaces=["part-0.parquet", "part-1.parquet", "part-2.parquet"])
+    assert file_hashes(folder) == before
+    assert storage.collection_dataset("multi").count_rows() == 15
 
 
 def test_fingerprint_changes_when_the_collection_is_rewritten(storage):

@@ -137,7 +137,7 @@ def test_promote_checks_stability_records_lineage_and_classifies_new_documents(t
     deps = defs.resolve_asset_graph().get(enriched_key).parent_keys
     assert dg.AssetKey(["taxonomies", "digits"]) in deps
     result = materialize_group(definitions_dir, "scans_tax", instance)
-    enriched = storage.collection_dataset("scans_enriched").to_table()
+    enriched = storage.collection_dataset("scans_scans_tax_enriched").to_table()
     node = enriched.column("taxonomy_node_id").to_pylist()
     # the same decision computed independently with scikit-learn
     leaves = nodes.filter(nodes.column("is_leaf"))

@@ -163,7 +163,7 @@ def test_success_posts_a_signed_summary(definitions_dir, storage, sink, monkeypa
     for name in ("members", "centroids"):
         assert body["artifacts"][name].endswith(f"artifacts/blobs/{result.run_id}/{name}.parquet")
         assert Path(body["artifacts"][name]).exists()
-    assert "points_enriched" in body["enriched_collections"]
+    assert "points_blobs_enriched" in body["enriched_collections"]
 
     expected = "sha256=" + hmac.new(SECRET.encode(), request["body"], hashlib.sha256).hexdigest()
     assert request["headers"][webhooks.SIGNATURE_HEADER] == expected  # the legacy header, kept for one release

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 import click
@@ -50,7 +51,9 @@ def import_collection(collection_id: str, file: Path, fmt: str, id_column: str |
         fail(str(exc))
     try:
         replaced = storage.collection_exists(collection_id)
-        rows = storage.write_collection(collection_id, imported.table.schema, [imported.table])
+        # an import replaces the whole collection: every Parquet file it had goes once the new one is complete
+        previous = [posixpath.basename(p) for p in storage.collection_files(collection_id)] if replaced else []
+        rows = storage.write_collection(collection_id, imported.table.schema, [imported.table], replaces=previous)
     except OSError as exc:
         fail(f"cannot write collection {collection_id!r} to {storage.uri('collections')}: {exc}")
     click.echo(f"imported {rows} documents into collection {collection_id!r} "

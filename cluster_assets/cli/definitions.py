@@ -43,11 +43,12 @@ def validate(path: Path | None, check_storage: bool, storage_root: str | None) -
 
     Prints one line per problem, `<file>: <field>: <message>`, and exits 1 if there is any.
     """
-    loaded, problems = load_definitions(_folder(path))
+    storage = open_storage(storage_root)
+    loaded, problems = load_definitions(_folder(path), storage if check_storage else None)
     for problem in problems:
         click.echo(str(problem))
     if check_storage and loaded:
-        _warn_missing_collections(loaded, open_storage(storage_root))
+        _warn_missing_collections(loaded, storage)
     noun = "definition" if len(loaded) == 1 else "definitions"
     summary = f"{len(loaded)} {noun} valid"
     if problems:
@@ -115,10 +116,22 @@ def _enrichment(ctx: ShowContext) -> Any:
     return {
         "fields": ctx.spec.enrichment.fields,
         "targets": [
-            {"source": source, "target": target, "exists": ctx.storage.collection_exists(target)}
+            {"source": source, "target": target, "exists": ctx.storage.collection_exists(target),
+             "owner": _owner(ctx.storage, target)}
             for source, target in ctx.spec.target_collection_ids().items()
         ],
     }
+
+
+def _owner(storage: Storage, collection_id: str) -> str | None:
+    """The definition that owns the collection (its owner manifest), or None."""
+    from cluster_assets.ownership import OwnershipError, read_owner
+
+    try:
+        owner = read_owner(storage, collection_id)
+    except (OwnershipError, OSError):
+        return None
+    return owner.cluster_name if owner else None
 
 
 def _stage_outputs(ctx: ShowContext) -> Any:
@@ -164,13 +177,14 @@ SHOW_SECTIONS: list[tuple[str, Callable[[ShowContext], Any]]] = [
 @storage_option
 def show(cluster: str, as_json: bool, folder: Path | None, storage_root: str | None) -> None:
     """One definition: its fields, asset keys, enrichment targets and which stage outputs exist."""
-    loaded, problems = load_definitions(_folder(folder))
+    storage = open_storage(storage_root)
+    loaded, problems = load_definitions(_folder(folder), storage)
     match = next((d for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
     if match is None:
         known = ", ".join(d.spec.cluster_name for d in loaded) or "none"
         hint = f"; {len(problems)} file(s) have problems (see `cluster-assets definitions validate`)" if problems else ""
         fail(f"no valid definition named {cluster!r} in {_folder(folder)} (known: {known}){hint}")
-    ctx = ShowContext(match.spec, match.path, open_storage(storage_root))
+    ctx = ShowContext(match.spec, match.path, storage)
     report = {name: section(ctx) for name, section in SHOW_SECTIONS}
     if as_json:
         click.echo(json.dumps(report, indent=2))

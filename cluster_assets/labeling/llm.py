@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cluster_assets.keywords import ClusterLabel
+from cluster_assets.keywords import ClusterLabel, bounded
 from cluster_assets.labeling import dedup as dd
 from cluster_assets.labeling import shape
 from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
@@ -121,7 +121,7 @@ class LLMLabeler:
         if not isinstance(keywords, list):
             keywords = [str(keywords)]
         summary = answer.get("summary") if self.config.include_summary else data.summary
-        return ClusterLabel(
+        return bounded(ClusterLabel(
             cluster_id=evidence.cluster_id,
             label=str(answer["label"]).strip(),
             summary=summary if isinstance(summary, str) else json.dumps(summary, ensure_ascii=False),
@@ -130,7 +130,7 @@ class LLMLabeler:
             confidence=float(answer["confidence"]),
             source="llm",
             extra={name: answer.get(name) for name in self.extra},
-        )
+        ))
 
     def fallback(self, evidence: ClusterEvidence, completion: Completion, reason: str) -> ClusterResult:
         label = dataclasses.replace(evidence.data_label, source="fallback",

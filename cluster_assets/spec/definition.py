@@ -153,7 +153,8 @@ class ClusterDefinition(_Strict):
         return re.sub(r"[^A-Za-z0-9_]", "_", self.cluster_name)
 
     def target_collection_ids(self) -> dict[str, str]:
-        """Source collection id -> enriched collection id."""
+        """Source collection id -> enriched collection id (default ``<source>_<cluster_name>_enriched``, so two
+        definitions over one source never share a default target)."""
         target = self.enrichment.target_collection_id
         return {cid: target or f"{cid}_{self.cluster_name}_enriched" for cid in self.source_collection_ids}
 

@@ -98,11 +98,13 @@ def definition_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in DEFINITION_SUFFIXES and not p.name.startswith("."))
 
 
-def load_definitions(folder: Path) -> tuple[list[LoadedDefinition], list[DefinitionError]]:
+def load_definitions(folder: Path, storage: Any = None) -> tuple[list[LoadedDefinition], list[DefinitionError]]:
     """Every valid definition in ``folder`` and one error per problem in the others.
 
     One broken file never stops the others from loading; a second file with the
-    same ``cluster_name`` is refused, naming both files.
+    same ``cluster_name`` is refused, naming both files. Definitions whose enrichment
+    targets clash are refused too (``enrichment_target_problems``; ``storage``, a
+    ``cluster_assets.storage.Storage``, tells a chain from an overwrite).
     """
     loaded: list[LoadedDefinition] = []
     problems: list[DefinitionError] = []
@@ -126,4 +128,59 @@ def load_definitions(folder: Path) -> tuple[list[LoadedDefinition], list[Definit
             continue
         seen[spec.cluster_name] = path
         loaded.append(LoadedDefinition(path, spec))
-    return loaded, problems
+    loaded, clashes = enrichment_target_problems(loaded, storage)
+    return loaded, problems + clashes
+
+
+def enrichment_target_problems(loaded: list[LoadedDefinition], storage: Any = None
+                               ) -> tuple[list[LoadedDefinition], list[DefinitionError]]:
+    """The definitions kept, and one error per definition whose enrichment target another one relies on.
+
+    - One target named by several definitions: all of them are refused (a collection has one writer).
+    - A target that is another definition's source: the writer is refused when ``storage`` shows the
+      collection exists and is not the writer's own output. A collection the writer owns, or one not
+      written yet, is a chain (another definition reading its enriched output): allowed. Without
+      ``storage`` this is left to the run, which refuses a target it does not own.
+    """
+    writers: dict[str, list[LoadedDefinition]] = {}
+    readers: dict[str, list[LoadedDefinition]] = {}
+    for item in loaded:
+        for target in dict.fromkeys(item.spec.target_collection_ids().values()):
+            writers.setdefault(target, []).append(item)
+        for source in item.spec.source_collection_ids:
+            readers.setdefault(source, []).append(item)
+    field = "enrichment.target_collection_id"
+    problems: list[DefinitionError] = []
+    refused: set[str] = set()
+    for target, items in writers.items():
+        if len(items) < 2:
+            continue
+        for item in items:
+            others = ", ".join(f"{o.spec.cluster_name!r} ({o.path})" for o in items if o is not item)
+            problems.append(DefinitionError(item.path, field, (
+                f"definition {item.spec.cluster_name!r} writes enrichment target collection {target!r}, "
+                f"as does definition {others}: a collection has one writer, so every definition naming it is refused; "
+                "give each definition its own target_collection_id")))
+            refused.add(item.spec.cluster_name)
+    for target, items in writers.items():
+        for item in items:
+            others = [r for r in readers.get(target, []) if r is not item]
+            if item.spec.cluster_name in refused or not others or storage is None:
+                continue
+            from cluster_assets import ownership
+
+            try:
+                state = ownership.target_state(storage, target)
+            except ownership.OwnershipError:
+                state = ""
+            except OSError:
+                continue
+            if state is None or state == item.spec.cluster_name:
+                continue
+            whose = f"the output of definition {state!r}" if state else "a collection it did not write"
+            problems.append(DefinitionError(item.path, field, (
+                f"definition {item.spec.cluster_name!r} would overwrite collection {target!r}: it is a source of "
+                f"definition {others[0].spec.cluster_name!r} ({others[0].path}) and {whose}; "
+                "choose another target_collection_id")))
+            refused.add(item.spec.cluster_name)
+    return [item for item in loaded if item.spec.cluster_name not in refused], problems

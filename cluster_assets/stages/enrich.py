@@ -1,8 +1,9 @@
 """``enriched_collection``: each source file, with its documents' clusters and label fields, as a file of the target.
 
 One output file per input file (``<file name>``, or ``<source>__<file name>`` when several
-sources share one target). Sources are only read; each output file is written whole
-(write then rename, or one upload) so a failure leaves the previous one as it was.
+sources share one target). Sources are only read; a target is written only by the definition
+that owns it (``cluster_assets.ownership``); each output file is written whole (write then
+rename, or one upload) so a failure leaves the previous one as it was.
 
 A refit must not leave a target whose files mean different things by ``cluster_id``:
 while the target holds another fit's files, the new fit's files are written beside them
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster_assets import ownership
 from cluster_assets.features import parse_address
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
@@ -37,7 +39,6 @@ FIELD_TYPES = {
     "confidence": pa.float32(),
     "representative": pa.bool_(),
 }
-MANIFEST = "_cluster_assets.json"
 STAGED = "_fit-"
 
 
@@ -53,42 +54,53 @@ def output_name(spec: ClusterDefinition, partition: str) -> str:
     return f"{cid}__{name}" if shared else name
 
 
-def read_manifest(storage: Storage, target: str) -> dict:
-    parts = ("collections", target, MANIFEST)
-    return json.loads(storage.read_bytes(*parts)) if storage.exists(*parts) else {}
-
-
-def write_manifest(storage: Storage, target: str, manifest: dict) -> None:
-    storage.write_bytes(json.dumps(manifest, sort_keys=True).encode(), "collections", target, MANIFEST)
-
-
 class LabelColumns:
-    """The fit's label fields for any documents, as dictionary-encoded columns: no per-row copy of a label."""
+    """The per-document label columns of a batch, built from the labels table (one row per cluster).
+
+    String columns are dictionary arrays over the labels table's own values: a batch holds one
+    index per document, never a copy of a label or summary per row. Other types (keywords, a
+    bounded list: Parquet cannot write nested dictionaries) are taken.
+    """
 
     def __init__(self, labels: pa.Table, fields: list[str]):
-        self.labels = labels
         self.fields = fields
-        ids = labels.column("cluster_id").to_numpy()
-        self.lookup = np.full(int(ids.max(initial=-1)) + 2, -1, dtype=np.int32)  # cluster id -> label row
-        self.lookup[ids] = np.arange(len(ids), dtype=np.int32)
+        label_ids = labels.column("cluster_id").to_numpy()
+        # cluster id -> label row; the extra last entry catches -1 (noise)
+        self.lookup = np.full(int(label_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
+        self.lookup[label_ids] = np.arange(len(label_ids))
+        self.values = {name: _one_chunk(labels.column(name)) for name in fields if name != "representative"}
+        # Parquet cannot write a dictionary holding nulls: a null label value is a null index instead
+        self.null_values = {name: np.asarray(values.is_null()) for name, values in self.values.items()}
         self.representatives = pa.array(
-            sorted({i for row in labels.column("representative_ids").to_pylist() for i in row}), pa.string())
+            sorted({i for ids in labels.column("representative_ids").to_pylist() for i in ids}), pa.string())
 
-    def columns(self, ids: pa.Array, clusters: np.ndarray, found: np.ndarray) -> dict[str, pa.Array]:
-        inside = (clusters >= 0) & (clusters < len(self.lookup) - 1)
-        rows = np.where(inside, self.lookup[np.clip(clusters, 0, len(self.lookup) - 2)], -1)
-        out = {"cluster_id": pa.array(clusters.astype(np.int32), mask=~found)}
-        indices = pa.array(rows, pa.int32(), mask=rows < 0)
+    def for_batch(self, clusters: np.ndarray, ids: pa.Array) -> dict[str, pa.Array]:
+        """``clusters``: each document's cluster id, -1 for noise and unassigned (their fields are null);
+        ``ids``: the documents' ids as strings (for ``representative``)."""
+        rows = np.where(clusters >= 0, self.lookup[np.clip(clusters, 0, len(self.lookup) - 1)], -1)
+        missing = rows < 0
+        indices = pa.array(rows.astype(np.int32), mask=missing)
+        out: dict[str, pa.Array] = {}
         for name in self.fields:
             if name == "representative":
                 out[name] = pc.is_in(ids, value_set=self.representatives)
+                continue
+            values = self.values[name]
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                nulls = self.null_values[name]
+                if nulls.any():
+                    out[name] = pa.DictionaryArray.from_arrays(
+                        pa.array(rows.astype(np.int32), mask=missing | nulls[np.maximum(rows, 0)]),
+                        values.fill_null(""))
+                else:
+                    out[name] = pa.DictionaryArray.from_arrays(indices, values)
             else:
-                values = self.labels.column(name).combine_chunks()
-                # strings (labels, summaries) as dictionaries: one copy per cluster, not per document;
-                # Parquet cannot write nested dictionaries, so lists (keywords, bounded) are taken
-                dictionary = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-                out[name] = pa.DictionaryArray.from_arrays(indices, values) if dictionary else values.take(indices)
+                out[name] = values.take(indices)
         return out
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
@@ -128,7 +140,9 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
             found = rows >= 0
             unassigned += int((~found).sum())
             clusters = np.where(found, cluster_of[np.clip(rows, 0, None)], -1)
-            for column_name, values in label_columns.columns(ids.combine_chunks(), clusters, found).items():
+            # a document the assignments do not know has a null cluster_id, not noise
+            table = _set(table, "cluster_id", pa.array(clusters.astype(np.int32), mask=~found))
+            for column_name, values in label_columns.for_batch(clusters, ids.combine_chunks()).items():
                 table = _set(table, column_name, values)
             if matrices is not None:
                 from cluster_assets.taxonomy import DocumentClasses
@@ -182,27 +196,27 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         written: dict[str, int] = {}
         unassigned = 0
         pending: list[str] = []
-        for target in dict.fromkeys(targets.values()):
-            mine = [p for p in ctx.partitions if targets[layout.split_partition(p)[0]] == target]
-            if not mine:
-                continue
-            manifest = read_manifest(storage, target)
-            in_place = not manifest.get("files") or manifest.get("fit_id") == fit_id
+        mine = {t: [p for p in ctx.partitions if targets[layout.split_partition(p)[0]] == t]
+                for t in dict.fromkeys(targets.values())}
+        # every target is checked before anything is written: a refused one stops the run whole
+        owners = {t: ownership.check_target(storage, t, spec.cluster_name, ctx.previously_enriched)
+                  for t, parts in mine.items() if parts}
+        for target, owner in owners.items():
+            in_place = not owner.files or owner.fit_id == fit_id
             folder = ("collections", target) if in_place else ("collections", target, f"{STAGED}{fit_id}")
-            files = dict(manifest.get("files", {})) if in_place else {}
-            for partition in mine:
-                out = output_name(spec, partition)
+            outputs = {output_name(spec, p): p for p in mine[target]}
+            if in_place:  # the manifest names a file before it is written, so a kill leaves nothing unowned
+                owner = ownership.Owner(spec.cluster_name, tuple(set(owner.files) | set(outputs)), fit_id)
+            ownership.claim(storage, target, owner)
+            for out, partition in outputs.items():
                 rows, missing = enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, out),
                                             classifier)
                 written[target] = written.get(target, 0) + rows
                 unassigned += missing
-                files[out] = partition
                 result.per_partition[partition] = {"file_documents": rows, "dagster/row_count": rows,
                                                    "enriched_file": storage.uri("collections", target, out)}
-            if in_place:
-                write_manifest(storage, target, {**manifest, "owner": spec.cluster_name, "fit_id": fit_id,
-                                                 "files": files})
-            elif not publish_if_complete(storage, spec, target, fit_id, ctx.all_partitions or ctx.partitions):
+            if not in_place and not publish_if_complete(storage, spec, target, fit_id,
+                                                        ctx.all_partitions or ctx.partitions):
                 pending.append(target)
     result.row_count = sum(written.values())
     result.uri = storage.uri("collections", next(iter(written))) if written else None
@@ -228,34 +242,41 @@ def publish_if_complete(storage: Storage, spec: ClusterDefinition, target: str, 
                         all_partitions: list[str]) -> bool:
     """Move a fit's staged files into the target together once every file of the definition has one."""
     targets = spec.target_collection_ids()
-    wanted = {output_name(spec, p): p for p in all_partitions if targets[layout.split_partition(p)[0]] == target}
+    wanted = [output_name(spec, p) for p in all_partitions if targets[layout.split_partition(p)[0]] == target]
     staged_dir = ("collections", target, f"{STAGED}{fit_id}")
     if not set(wanted) <= set(storage.list_dir(*staged_dir)):
         return False
-    manifest = read_manifest(storage, target)
+    before = ownership.read_owner(storage, target)
+    ownership.claim(storage, target, ownership.Owner(spec.cluster_name, tuple(set(before.files) | set(wanted)),
+                                                     before.fit_id))
     for out in wanted:
         storage.fs.move(storage.path(*staged_dir, out), storage.path("collections", target, out))
-    for out in set(manifest.get("files", {})) - set(wanted):
-        storage.fs.delete_file(storage.path("collections", target, out))
-    write_manifest(storage, target, {**manifest, "owner": spec.cluster_name, "fit_id": fit_id, "files": wanted})
+    for out in set(before.files) - set(wanted):  # files of sources that are gone; never a file not ours
+        _delete(storage, "collections", target, out)
+    ownership.claim(storage, target, ownership.Owner(spec.cluster_name, tuple(wanted), fit_id))
     storage.fs.delete_dir(storage.path(*staged_dir))
     return True
 
 
+def _delete(storage: Storage, *parts: str) -> None:
+    if storage.exists(*parts):
+        storage.fs.delete_file(storage.path(*parts))
+
+
 def remove_outputs(storage: Storage, spec: ClusterDefinition, partitions: list[str]) -> list[str]:
-    """Delete the enriched files of source files that are gone; returns their URIs."""
+    """Delete the enriched files of source files that are gone (only files this definition owns)."""
     removed = []
     targets = spec.target_collection_ids()
     for target in dict.fromkeys(targets.values()):
-        manifest = read_manifest(storage, target)
-        files = manifest.get("files", {})
-        gone = [out for out, p in files.items() if p in partitions]
+        owner = ownership.read_owner(storage, target)
+        if owner is None or owner.cluster_name != spec.cluster_name:
+            continue
+        gone = {output_name(spec, p) for p in partitions if targets.get(layout.split_partition(p)[0]) == target}
+        gone &= set(owner.files)
         for out in gone:
-            path = storage.path("collections", target, out)
-            if storage.fs.get_file_info(path).size is not None:
-                storage.fs.delete_file(path)
+            _delete(storage, "collections", target, out)
             removed.append(storage.uri("collections", target, out))
-            del files[out]
         if gone:
-            write_manifest(storage, target, manifest)
+            ownership.claim(storage, target, ownership.Owner(owner.cluster_name, tuple(set(owner.files) - gone),
+                                                             owner.fit_id))
     return removed
