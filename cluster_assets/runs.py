@@ -21,11 +21,11 @@ def stage_keys(spec: ClusterDefinition, names=STAGE_NAMES) -> list[dg.AssetKey]:
     return [dg.AssetKey([spec.cluster_name, name]) for name in names]
 
 
-def full_run_request_parts(instance: dg.DagsterInstance, storage: Storage,
-                           spec: ClusterDefinition) -> tuple[list[dg.AssetKey], dict[str, str]]:
+def full_run_request_parts(instance: dg.DagsterInstance, storage: Storage, spec: ClusterDefinition,
+                           stages=STAGE_NAMES) -> tuple[list[dg.AssetKey], dict[str, str]]:
     """Sync the partitions with the source files; the asset keys and tags of a run over all of them."""
     keys, _, _ = partitions.sync_partitions(instance, storage, spec)
-    return stage_keys(spec), {**partitions.range_tags(keys), TAG_DEFINITION: spec.cluster_name}
+    return stage_keys(spec, stages), {**partitions.range_tags(keys), TAG_DEFINITION: spec.cluster_name}
 
 
 def incremental_keys(spec: ClusterDefinition) -> list[dg.AssetKey]:
@@ -34,9 +34,11 @@ def incremental_keys(spec: ClusterDefinition) -> list[dg.AssetKey]:
 
 
 def run_full(defs: dg.Definitions, spec: ClusterDefinition, instance: dg.DagsterInstance, storage: Storage,
-             tags: dict[str, str] | None = None, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
-    """Execute a full run of ``spec`` in this process, recorded in ``instance`` like any other run."""
-    selection, run_tags = full_run_request_parts(instance, storage, spec)
+             tags: dict[str, str] | None = None, raise_on_error: bool = False,
+             stages=STAGE_NAMES) -> dg.ExecuteInProcessResult:
+    """Execute a full run of ``spec`` (or of some of its ``stages``) over every source file in this process,
+    recorded in ``instance`` like any other run."""
+    selection, run_tags = full_run_request_parts(instance, storage, spec, stages)
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(instance=instance, asset_selection=selection, tags={**run_tags, **(tags or {})},
                                   raise_on_error=raise_on_error)

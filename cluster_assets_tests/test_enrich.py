@@ -17,7 +17,8 @@ import pytest
 from cluster_assets import ownership
 from cluster_assets.keywords import ClusterLabel
 from cluster_assets.spec import parse_definition
-from cluster_assets.stages import layout, run_enrichment
+from cluster_assets.stages import layout, plain_context
+from cluster_assets.stages.enrich import run_enrichment as run_enrichment_stage
 from cluster_assets.stages.enrich import LabelColumns
 from cluster_assets.stages.label import labels_table
 
@@ -40,12 +41,27 @@ def cluster_of(document_id: str) -> int:
     return int(document_id[1:]) % 3
 
 
+FIT = "fit-1"
+
+
 def write_upstream(storage, spec, assigned_ids: list[str]) -> None:
-    """The assignments (in the order given) and the labels of ``spec``."""
-    storage.write_table(pa.table({"document_id": pa.array(assigned_ids, pa.string()),
-                                  "cluster_id": pa.array([cluster_of(i) for i in assigned_ids], pa.int32())}),
-                        *layout.asset_parts(spec, layout.ASSIGNMENTS))
-    storage.write_table(labels_table(LABELS, "data"), *layout.asset_parts(spec, layout.LABELS))
+    """Each source file's assignments (its documents among ``assigned_ids``, in that order) and the labels,
+    in fit ``FIT``, as the upstream stages leave them."""
+    ctx = plain_context(storage, spec, FIT)
+    for partition in ctx.partitions:
+        cid, name = layout.split_partition(partition)
+        in_file = set(storage.read_table("collections", cid, name, columns=["document_id"]).column(0).to_pylist())
+        mine = [i for i in assigned_ids if i in in_file]
+        storage.write_table(pa.table({"document_id": pa.array(mine, pa.string()),
+                                      "cluster_id": pa.array([cluster_of(i) for i in mine], pa.int32())}),
+                            *layout.file_parts(spec, FIT, partition, layout.ASSIGNMENTS))
+    storage.write_table(labels_table(LABELS, "data"), *layout.fit_parts(spec, FIT, layout.LABELS))
+
+
+def run_enrichment(storage, spec, previous_targets=()):
+    ctx = plain_context(storage, spec, FIT)
+    ctx.previously_enriched = frozenset(previous_targets)
+    return run_enrichment_stage(ctx)
 
 
 def assert_joined_by_id(table: pa.Table) -> None:
@@ -146,7 +162,7 @@ def test_a_target_owned_by_another_definition_is_refused(storage):
     run_enrichment(storage, first)
     folder = Path(storage.root) / "collections" / "shared"
     before = hashes(folder)
-    assert ownership.read_owner(storage, "shared") == ownership.Owner("first", ("part-0.parquet",))
+    assert ownership.read_owner(storage, "shared") == ownership.Owner("first", ("part-0.parquet",), FIT)
     with pytest.raises(ownership.OwnershipError, match=r"^definition 'second' cannot write enrichment target "
                        r"collection 'shared': it belongs to definition 'first' "):
         run_enrichment(storage, second)
@@ -191,7 +207,7 @@ def test_a_null_label_value_is_written_as_a_null_not_in_the_dictionary(storage):
     write_upstream(storage, spec, ids)
     labels = [ClusterLabel(c, f"label {c}", "", [], [], extra={"tone": None if c == 1 else f"tone {c}"})
               for c in range(3)]
-    storage.write_table(labels_table(labels, "llm", {"tone": pa.string()}), *layout.asset_parts(spec, layout.LABELS))
+    storage.write_table(labels_table(labels, "llm", {"tone": pa.string()}), *layout.fit_parts(spec, FIT, layout.LABELS))
     run_enrichment(storage, spec)
     enriched = storage.collection_dataset("docs_enr_enriched").to_table()
     assert enriched.column("tone").to_pylist() == [None if cluster_of(i) == 1 else f"tone {cluster_of(i)}" for i in ids]

@@ -16,6 +16,7 @@ from cluster_assets import ownership
 from cluster_assets.cli import main
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import load_definitions
+from cluster_assets.stages import layout
 from cluster_assets_tests.conftest import materialize_group, write_definition
 from cluster_assets_tests.small import blobs_table, definition, write_blobs
 
@@ -27,10 +28,13 @@ def validate(folder: Path, storage_root: str):
 
 def enrich(folder: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Materialize only ``blobs/enriched_collection`` (its upstream outputs are in storage)."""
-    defs = build_defs(folder)
-    return dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-                          resources=defs.resources, instance=instance, raise_on_error=False,
-                          selection=dg.AssetSelection.assets(dg.AssetKey(["blobs", "enriched_collection"])))
+    from cluster_assets.resources import default_storage_root
+    from cluster_assets.runs import run_full
+    from cluster_assets.storage import Storage
+
+    spec = next(d.spec for d in load_definitions(folder)[0] if d.spec.cluster_name == "blobs")
+    return run_full(build_defs(folder), spec, instance, Storage(default_storage_root()),
+                    stages=["enriched_collection"])
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -124,6 +128,7 @@ def test_a_run_refuses_a_target_it_does_not_own_and_adopts_its_own_from_before_m
 
     # its own instance remembers writing "out" (metadata target_collections): adopted, the user's file kept
     assert enrich(definitions_dir, instance).success
-    assert ownership.read_owner(storage, "out") == ownership.Owner("blobs", ("part-0.parquet",))
+    fit_id = layout.read_current(storage, load_definitions(definitions_dir)[0][0].spec).fit_id
+    assert ownership.read_owner(storage, "out") == ownership.Owner("blobs", ("part-0.parquet",), fit_id)
     assert hashes(folder)["user.parquet"] == before["user.parquet"]
     shutil.rmtree(folder)
