@@ -2,17 +2,18 @@
 
 Layout under the storage root (see the README):
 
-    collections/<collection_id>/*.parquet        one row per document
-    assets/<cluster_name>/...                    the latest output of each stage
+    collections/<collection_id>/*.parquet        one row per document; one file = one partition
+    assets/<cluster_name>/{samples,fits}/<id>/   each stage's outputs, by the sample or fit they belong to
     artifacts/<cluster_name>/<run_id>/...        per-run Parquet artifacts
 
-Every write is atomic: data goes to a staging name that readers ignore (a
-leading ``_``, as pyarrow datasets do) and is moved over the target only when
-complete. On a local disk the move is a rename; on S3 it is a server-side copy,
-which makes the target appear whole or not at all. A kill mid-write leaves the
-previous target intact and at most a ``_staging-*`` file behind; on a local disk
-the next successful write into the same folder removes the staging files of
-writers that are gone (their host and pid are in the name) or idle for an hour.
+Every write is atomic. On a local disk data goes to a staging name that readers
+ignore (a leading ``_``, as pyarrow datasets do) and is renamed over the target only
+when complete; a kill mid-write leaves the previous target intact and at most a
+``_staging-*`` file behind, and the next successful write into the same folder
+removes the staging files of writers that are gone (their host and pid are in the
+name) or idle for an hour. On S3 a write is one multipart upload of the final key,
+completed at the end and aborted on any error (``s3_upload.py``): no staging object,
+no server-side copy (refused above 5 GB).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ class Storage:
     @contextmanager
     def atomic_output(self, *parts: str) -> Iterator[pa.NativeFile]:
         """A stream whose content replaces ``parts`` only if the block completes."""
+        if self.scheme == "s3://":
+            with self._s3_output(*parts) as stream:
+                yield stream
+            return
         final = self.path(*parts)
         folder, name = posixpath.split(final)
         self.fs.create_dir(folder, recursive=True)
@@ -132,6 +137,28 @@ class Storage:
                 pass
             raise
         self._remove_abandoned_staging(folder)
+
+    @contextmanager
+    def _s3_output(self, *parts: str) -> Iterator[pa.NativeFile]:
+        """One multipart upload of the final key, aborted on any error (``cluster_assets.s3_upload``)."""
+        from cluster_assets.s3_upload import MultipartUpload
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = self.path(*parts).partition("/")
+        upload = MultipartUpload(bucket, key)
+        stream = pa.PythonFile(upload, mode="w")
+        try:
+            yield stream
+            upload.complete()
+        except BaseException as exc:
+            try:
+                upload.abort()
+            except (BotoCoreError, ClientError):
+                pass  # an unfinished upload is never an object; a lifecycle rule removes it
+            if isinstance(exc, (BotoCoreError, ClientError)):
+                raise OSError(f"cannot write {self.uri(*parts)}: {exc}") from None
+            raise
 
     def _remove_abandoned_staging(self, folder: str) -> None:
         """Staging files left by killed writers. Local only: on S3 an unfinished upload is no object."""

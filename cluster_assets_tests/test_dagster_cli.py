@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ from cluster_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-from cluster_assets.factory import STAGES  # noqa: E402
-KEYS = [dg.AssetKey(["digits_kmeans", stage]) for stage in STAGES]
+CLUSTER_ASSETS = str(Path(sys.executable).parent / "cluster-assets")
+from cluster_assets.stages import STAGE_NAMES  # noqa: E402
+KEYS = [dg.AssetKey(["digits_kmeans", stage]) for stage in STAGE_NAMES]
 
 
 class Place:
@@ -40,8 +42,9 @@ class Place:
         env.update(extra)
         return env
 
-    def dagster(self, *args: str, cwd: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([DAGSTER, *args], env=self.env(**extra), cwd=cwd or self.home.parent,
+    def dagster(self, *args: str, cwd: Path | None = None, program: str = DAGSTER,
+                **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([program, *args], env=self.env(**extra), cwd=cwd or self.home.parent,
                               capture_output=True, text=True, timeout=300)
 
     def runs(self, monkeypatch) -> list:
@@ -67,24 +70,39 @@ def check_run(place: Place, run, latest) -> None:
     assert Storage(place.storage).collection_dataset("digits_digits_kmeans_enriched").count_rows() == 1797
 
 
-def test_materialize_a_group_from_the_shell(place, monkeypatch):
-    done = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions", "--select", "group:digits_kmeans")
+def test_a_full_run_from_the_shell_is_one_dagster_run_over_every_file(place, monkeypatch):
+    done = place.dagster("run", "digits_kmeans", program=CLUSTER_ASSETS)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = place.runs(monkeypatch)
     assert len(runs) == 1
     check_run(place, *runs[0])
-    # the run's history lives in the temporary DAGSTER_HOME, as SQLite
+    assert "digits_kmeans: run " in done.stdout and "SUCCESS" in done.stdout
+    # the run's history lives in the temporary DAGSTER_HOME, as SQLite, with the files as partitions
     assert (place.home / "history" / "runs.db").is_file()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("digits_kmeans__files") == ["digits/part-0.parquet"]
 
 
-def test_materialize_by_key_pattern_from_the_shell(place, monkeypatch):
-    done = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions", "--select", "key:digits_kmeans/*")
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = place.runs(monkeypatch)
-    newest, latest = runs[0]  # newest first
-    check_run(place, newest, latest)
-    assert sorted(p.name for p in (place.storage / "artifacts" / "digits_kmeans").iterdir()) == sorted(
-        run.run_id for run, _ in runs)
+def test_plain_dagster_materialize_takes_one_stage_or_one_file(place, monkeypatch):
+    # Checked on Dagster 1.13: a group mixing per-file and per-fit assets needs a partition.
+    refused = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions",
+                            "--select", "group:digits_kmeans")
+    assert refused.returncode != 0 and "partition" in (refused.stdout + refused.stderr).lower()
+    # one per-fit stage again (new labels) reads the fit of the full run before
+    labels = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions",
+                           "--select", "key:digits_kmeans/labels")
+    assert labels.returncode == 0, labels.stderr[-3000:]
+    # one file's enrichment again
+    one = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions",
+                        "--select", "key:digits_kmeans/enriched_collection", "--partition", "digits/part-0.parquet")
+    assert one.returncode == 0, one.stderr[-3000:]
+    monkeypatch.setenv("DAGSTER_HOME", str(place.home))
+    with dg.DagsterInstance.get() as instance:
+        full = instance.get_latest_materialization_event(dg.AssetKey(["digits_kmeans", "model"])).run_id
+        for stage in ("labels", "enriched_collection"):
+            event = instance.get_latest_materialization_event(dg.AssetKey(["digits_kmeans", stage]))
+            assert event.run_id != full
+            assert event.asset_materialization.metadata["cluster_assets/fit_id"].value == full
 
 
 def test_definitions_validate_with_the_bundled_folder(place):
@@ -115,29 +133,48 @@ def readme_step(command: str) -> str:
     return next(s for s in steps if command in s), steps
 
 
-def test_after_the_readme_s_instance_step_two_runs_at_once_both_succeed(tmp_path, monkeypatch):
+def test_two_full_runs_at_once_after_the_readme_s_instance_step_never_overlap_a_step(tmp_path, monkeypatch):
     """On a fresh SQLite instance two runs started at once each create the schema, leaving two migration
-    heads that break every later Dagster command; the README creates the instance first."""
+    heads that break every later Dagster command; the README creates the instance first. And with the
+    checkout's dagster.yaml, two runs of one definition never run two of its steps at once (its pool),
+    and each run's outputs come from its own fit."""
+    from cluster_assets_tests.small import definition, write_blobs
+
     migrate, steps = readme_step("dagster instance migrate")
-    assert steps.index(migrate) < steps.index(readme_step("dagster asset materialize")[0])
+    assert steps.index(migrate) < steps.index(readme_step("cluster-assets run")[0])
     checkout = tmp_path / "checkout"
     (checkout / ".venv" / "bin").mkdir(parents=True)
     (checkout / ".venv" / "bin" / "dagster").symlink_to(DAGSTER)
     shutil.copy(REPO / "dagster.yaml", checkout)
-    env = {**os.environ, "CLUSTER_ASSETS_STORAGE": str(tmp_path / "storage")}
+    folder = tmp_path / "clusters"
+    folder.mkdir()
+    (folder / "blobs.json").write_text(json.dumps(definition()))
+    write_blobs(Storage(tmp_path / "storage"))
+    env = {**os.environ, "CLUSTER_ASSETS_STORAGE": str(tmp_path / "storage"),
+           "CLUSTER_ASSETS_DEFINITIONS_DIR": str(folder)}
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run(["bash", "-c", migrate], cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (checkout / ".cluster_assets" / "dagster" / "history" / "runs.db").is_file()
 
-    command = [DAGSTER, "asset", "materialize", "-f", str(Path(__file__).with_name("tiny_location.py")),
-               "--select", "tiny/sample"]
     env["DAGSTER_HOME"] = str(checkout)
-    runs = [subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True) for _ in range(2)]
-    errors = [r.communicate(timeout=120)[1] for r in runs]
-    assert [r.returncode for r in runs] == [0, 0], errors
+    runs = [subprocess.Popen([CLUSTER_ASSETS, "run", "blobs"], cwd=checkout, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [r.communicate(timeout=240)[1] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [e[-2000:] for e in errors]
     monkeypatch.chdir(checkout)  # the checkout's dagster.yaml places the instance relative to it
     monkeypatch.setenv("DAGSTER_HOME", str(checkout))
     with dg.DagsterInstance.get() as instance:
-        assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.SUCCESS] * 2
+        finished = instance.get_runs()
+        assert [r.status for r in finished] == [dg.DagsterRunStatus.SUCCESS] * 2
+        spans = [(s.start_time, s.end_time, r.run_id) for r in finished for s in instance.get_run_step_stats(r.run_id)]
+        for start, end, run_id in spans:
+            for other_start, other_end, other in spans:
+                if other != run_id:
+                    assert end <= other_start or other_end <= start, "two steps of one definition overlapped"
+        for run in finished:
+            records = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+            fits = {r.event_log_entry.asset_materialization.metadata[key].value for r in records
+                    for key in ("cluster_assets/fit_id",) if key in r.event_log_entry.asset_materialization.metadata}
+            assert fits == {run.run_id}

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 from cluster_assets.demo import write_demo_collections
-from cluster_assets.loader import build_defs
 from cluster_assets.storage import STAGING_PREFIX, Storage
+from cluster_assets_tests.conftest import materialize_group
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET, PREFIX = "cluster-assets-test", "team/prod"
@@ -71,34 +71,35 @@ def run(s3, tmp_path_factory):
     folder = tmp_path_factory.mktemp("s3_clusters")
     for name in ("digits_kmeans.yaml", "product_topics.json"):
         shutil.copy(REPO / "clusters" / name, folder)
-    defs = build_defs(folder)
-    result = dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-                            resources=defs.resources, selection=dg.AssetSelection.groups(*GROUPS),
-                            instance=dg.DagsterInstance.ephemeral())
-    return result, storage, sources
+    instance = dg.DagsterInstance.ephemeral()
+    results = {group: materialize_group(folder, group, instance) for group in GROUPS}
+    return results, storage, sources
 
 
 def test_end_to_end_on_s3(s3, run):
-    result, storage, sources = run
-    assert result.success
+    results, storage, sources = run
+    assert all(result.success for result in results.values())
     stored = set(keys(s3))
     for group in GROUPS:
         for name in ("centroids.parquet", "members.parquet"):
-            assert f"{PREFIX}/artifacts/{group}/{result.run_id}/{name}" in stored
+            assert f"{PREFIX}/artifacts/{group}/{results[group].run_id}/{name}" in stored
+        fit = results[group].run_id
+        assert f"{PREFIX}/assets/{group}/fits/{fit}/model.pkl" in stored
     assert f"{PREFIX}/collections/digits_digits_kmeans_enriched/part-0.parquet" in stored
     assert f"{PREFIX}/collections/products_enriched/part-0.parquet" in stored
     assert not [k for k in stored if Path(k).name.startswith(STAGING_PREFIX)]  # no staging object left behind
     # what landed is whole and readable
     enriched = storage.collection_dataset("digits_digits_kmeans_enriched").to_table()
     assert enriched.num_rows == 1797 and "cluster_id" in enriched.column_names and "label" in enriched.column_names
-    members = storage.read_table("artifacts", "product_topics", result.run_id, "members.parquet")
+    members = storage.read_table("artifacts", "product_topics", results["product_topics"].run_id, "members.parquet")
     assert members.num_rows == 1200 and members.column_names[-3:] == ["x", "y", "z"]
     # the source collections were only read
     assert sources == {key: s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in sources}
 
 
 def test_metadata_points_at_s3_uris(run):
-    result, _, _ = run
+    results, _, _ = run
+    result = results["digits_kmeans"]
     materializations = {e.event_specific_data.materialization.asset_key.to_user_string():
                         e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()}
     labels = materializations["digits_kmeans/labels"]
@@ -121,6 +122,23 @@ def test_a_failed_write_on_s3_leaves_the_previous_collection(s3, run):
     assert s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/collections/products_enriched/part-0.parquet")["ETag"] == etag
     assert storage.collection_dataset("products_enriched").to_table().equals(before)
     assert not [k for k in keys(s3) if Path(k).name.startswith(STAGING_PREFIX)]
+
+
+def test_a_failed_multipart_write_is_aborted_and_leaves_the_previous_object(s3, run):
+    # Larger than one part: the upload is multipart. pyarrow's own S3 stream would complete it on error.
+    _, storage, _ = run
+    key = f"{PREFIX}/assets/big.bin"
+    storage.write_bytes(b"old", "assets", "big.bin")
+    etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"]
+    with pytest.raises(RuntimeError, match="killed"):
+        with storage.atomic_output("assets", "big.bin") as stream:
+            stream.write(b"x" * (20 * 1024 * 1024))  # one 16 MiB part uploaded, 4 MiB buffered
+            raise RuntimeError("killed")
+    assert s3.head_object(Bucket=BUCKET, Key=key)["ETag"] == etag
+    assert storage.read_bytes("assets", "big.bin") == b"old"
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # aborted, nothing billed or left
+    storage.write_bytes(b"y" * (20 * 1024 * 1024), "assets", "big.bin")  # and a whole one completes
+    assert len(storage.read_bytes("assets", "big.bin")) == 20 * 1024 * 1024
 
 
 def test_a_bucket_that_does_not_exist_is_a_clear_error(s3):
