@@ -51,8 +51,12 @@ def validate(path: Path | None, check_storage: bool, storage_root: str | None) -
     """Check a definition file, or every file in a folder (default: the definitions folder).
 
     Prints one line per problem, `<file>: <field>: <message>`, and exits 1 if there is any.
+    A file is valid when the code location loads it (its Dagster objects build and clash with no other's).
     """
-    loaded, problems = load_definitions(_folder(path))
+    from cluster_assets.loader import load_buildable
+
+    built, problems = load_buildable(_folder(path))
+    loaded = [b.item for b in built]
     for problem in problems:
         click.echo(str(problem))
     if check_storage and loaded:
