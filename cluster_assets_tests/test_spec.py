@@ -202,9 +202,15 @@ def test_yaml_aliases_are_refused_naming_the_line(tmp_path):
     ("big.yaml", "cluster_name: docs\ndescription: " + "x" * 1_000_000 + "\n",
      "the file is 1,000,033 bytes; a definition file may be at most 1,000,000 bytes"),
     ("deep.json", '{"cluster_name": "docs", "metadata": {"x": ' + "[" * 50_000 + "]" * 50_000 + "}}",
-     "the document is nested too deeply"),
+     "the document is nested too deeply (at most 32 levels)"),
+    # parsed and validated, but then too deep for pydantic to serialise (the assets' code version)
+    ("nested.json", '{"cluster_name": "docs", "metadata": {"x": ' + "[" * 900 + "]" * 900 + "}}",
+     "the document is nested too deeply (at most 32 levels)"),
     ("deep.yaml", "cluster_name: docs\nmetadata:\n  x: " + "[" * 5_000 + "]" * 5_000 + "\n",
-     "the document is nested too deeply"),
+     "the document is nested too deeply (at most 32 levels)"),
+    ("long.json", '{"cluster_name": "docs", "metadata": {"x": 1' + "0" * 5_000 + "}}",
+     "cannot parse JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5001 digits; "
+     "use sys.set_int_max_str_digits() to increase the limit"),
 ])
 def test_oversized_or_too_deep_files_are_one_problem(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
