@@ -183,6 +183,8 @@ def test_no_definition_takes_down_the_others(definitions_dir, caplog, storage_ro
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [e.removeprefix("skipping cluster definition: ") for e in errors] + [
         "3 definitions valid; 4 problems in 4 files"]
+    listed = CliRunner().invoke(main, ["definitions", "list", "--dir", str(definitions_dir)])
+    assert [line.split()[0] for line in listed.stdout.splitlines()[2:]] == ["a", "other", "points"]
 
 
 def test_a_definition_whose_dagster_objects_fail_to_build_is_skipped(definitions_dir, caplog, monkeypatch):
