@@ -17,7 +17,6 @@ import dagster as dg
 from cluster_assets import checks, factory, triggers, webhooks
 from cluster_assets.resources import default_definitions_dir, llm_resource, storage_resource
 from cluster_assets.spec import DefinitionError, LoadedDefinition, load_definitions
-from cluster_assets.spec.base import RESERVED_KEY_PREFIXES
 
 logger = logging.getLogger("cluster_assets")
 
@@ -56,7 +55,7 @@ def build_objects(item: LoadedDefinition) -> DefinitionObjects:
 
 def build_each(loaded: Sequence[LoadedDefinition]) -> tuple[list[DefinitionObjects], list[DefinitionError]]:
     """Each definition's Dagster objects; one that fails to build, or claims a name an earlier file
-    (in file order) or the reserved prefixes hold, is left out with one error naming both."""
+    (in file order) holds, is left out with one error naming both files."""
     built: list[DefinitionObjects] = []
     problems: list[DefinitionError] = []
     owners: dict[tuple[str, str], Path] = {}
@@ -86,10 +85,7 @@ def _first_clash(objects: DefinitionObjects, owners: dict[tuple[str, str], Path]
     mine: set[tuple[str, str]] = set()
     for kind, name, where in objects.claimed():
         other = owners.get((kind, name))
-        if kind == "asset key":
-            if name.split("/")[0] in RESERVED_KEY_PREFIXES:
-                return DefinitionError(path, where, f"asset key {name!r} uses a reserved prefix "
-                                                    f"({', '.join(RESERVED_KEY_PREFIXES)})")
+        if kind == "asset key":  # the spec refuses the reserved prefixes; this catches any other overlap
             other = other or shared.get(name) or (path if name in objects.shared_keys else None)
         other = other or (path if (kind, name) in mine else None)
         if other is not None:
