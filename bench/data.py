@@ -124,6 +124,31 @@ def write(storage, corpus: Corpus, folder: Path, reference_inputs: bool) -> dict
     return info
 
 
+def batch_table(start: int, X: np.ndarray, texts: list[str]) -> pa.Table:
+    return pa.table({
+        "document_id": document_ids(start, len(X)),
+        "text": pa.array(texts, pa.string()),
+        FEATURE: pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), DIM),
+    })
+
+
+def write_files(storage, corpus: Corpus, files: dict[str, tuple[int, int]], collection: str = COLLECTION) -> None:
+    """Write documents [start, stop) of the corpus as each named file of the collection (a partition each),
+    in one pass over the corpus; ranges are consecutive and in order."""
+    pending = list(files.items())
+    parts: list[pa.Table] = []
+    for b_start, _, X, texts in corpus.batches():
+        while pending:
+            name, (start, stop) = pending[0]
+            lo, hi = max(start - b_start, 0), min(stop - b_start, len(X))
+            if lo < hi:
+                parts.append(batch_table(b_start + lo, X[lo:hi], texts[lo:hi]))
+            if stop > b_start + len(X):
+                break  # this file goes on in the next batch
+            storage.write_batches(schema(), parts, "collections", collection, name)
+            parts, pending = [], pending[1:]
+
+
 def truth_of(document_ids_array: pa.Array | pa.ChunkedArray, truth: np.ndarray) -> np.ndarray:
     """Ground-truth centre of each ``doc-NNNNNNN`` id."""
     import pyarrow.compute as pc

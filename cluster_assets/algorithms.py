@@ -129,6 +129,7 @@ def check_config(algorithm: str, config: dict[str, Any]) -> None:
     """Validate keys and, where scikit-learn declares constraints, values, without fitting."""
     params = estimator_params(algorithm, config)
     estimator = REGISTRY[algorithm].load()(**params)
+    _refuse_booleans(algorithm, config, getattr(estimator, "_parameter_constraints", {}))
     validate = getattr(estimator, "_validate_params", None)
     if validate is None or not hasattr(estimator, "_parameter_constraints"):
         return
@@ -137,6 +138,44 @@ def check_config(algorithm: str, config: dict[str, Any]) -> None:
     except ValueError as exc:  # sklearn's InvalidParameterError
         bad = next((k for k in config if f"'{REGISTRY[algorithm].count_param if k == 'num_clusters' else k}'" in str(exc)), None)
         raise AlgorithmConfigError(f"algorithm_config.{bad}" if bad else "algorithm_config", str(exc)) from None
+
+
+def _refuse_booleans(algorithm: str, config: dict[str, Any], constraints: dict[str, Any]) -> None:
+    """``true`` is an integer to Python and passes scikit-learn's range checks: refuse it where a number is meant."""
+    for key, value in config.items():
+        if not isinstance(value, bool):
+            continue
+        param = REGISTRY[algorithm].count_param if key == "num_clusters" else key
+        expected = _number_expected(constraints.get(param))
+        if key == "num_clusters" or expected:
+            raise AlgorithmConfigError(
+                f"algorithm_config.{key}", f"expected {expected or 'an integer'}, got a boolean ({str(value).lower()})"
+            )
+
+
+def _number_expected(constraints: Any) -> str | None:
+    """"an integer" or "a number" when scikit-learn's constraints take a number there and no boolean, else None."""
+    if not isinstance(constraints, list):  # absent, or "no_validation"
+        return None
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import (
+        Interval, Options, _Booleans, _InstancesOf, _VerboseHelper, make_constraint,
+    )
+
+    intervals = []
+    for constraint in map(make_constraint, constraints):
+        if isinstance(constraint, (_Booleans, _VerboseHelper)):
+            return None
+        if isinstance(constraint, _InstancesOf) and constraint.type in (bool, object):
+            return None
+        if isinstance(constraint, Options) and any(isinstance(option, bool) for option in constraint.options):
+            return None
+        if isinstance(constraint, Interval):
+            intervals.append(constraint)
+    if not intervals:
+        return None
+    return "an integer" if all(c.type is Integral for c in intervals) else "a number"
 
 
 def requested_clusters(algorithm: str, config: dict[str, Any]) -> int | None:

@@ -173,16 +173,6 @@ def code_version(spec: ClusterDefinition) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_definitions(loaded: Sequence[LoadedDefinition]) -> tuple[list, list[dg.AssetSpec]]:
-    assets: list = []
-    collections: dict[str, dg.AssetSpec] = {}
-    for item in loaded:
-        assets.extend(build_cluster_assets(item.spec, str(item.path)))
-        for cid in item.spec.source_collection_ids:
-            collections.setdefault(cid, collection_spec(cid))
-    return assets, list(collections.values()) + taxonomy_specs(loaded)
-
-
 def taxonomy_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["taxonomies", name])
 

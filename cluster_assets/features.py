@@ -157,10 +157,31 @@ def sparse_dimension(arr: pa.Array) -> int:
 
 def feature_block(arr: pa.Array, feature: FeatureColumn, ids, where: str) -> np.ndarray:
     if feature.kind == "dense":
-        return dense_matrix(arr, ids, where, feature.dim)
-    if feature.kind == "multi":
-        return multi_matrix(arr, ids, where, feature.dim)
-    return sparse_matrix(arr, ids, where, feature.dim)
+        block = dense_matrix(arr, ids, where, feature.dim)
+    elif feature.kind == "multi":
+        block = multi_matrix(arr, ids, where, feature.dim)
+    else:
+        block = sparse_matrix(arr, ids, where, feature.dim)
+    check_magnitude(block, ids, where)
+    return block
+
+
+def check_magnitude(X: np.ndarray, ids, where: str) -> None:
+    """Refuse finite vectors whose squared norm overflows float32: every distance, norm and
+    decomposition downstream would turn them into inf or NaN (or fail deep inside PCA/UMAP)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared = np.einsum("ij,ij->i", X, X, dtype=np.float32)
+    over = np.isinf(squared)
+    if not over.any():
+        return
+    over &= np.isfinite(X).all(axis=1)  # NaN and inf are check_finite's to report
+    if over.any():
+        row = X[np.flatnonzero(over)[0]].astype(np.float64)
+        raise FeatureError(
+            f"{where}: {_first_bad(ids, over)} has a vector of magnitude {np.linalg.norm(row):.1e} (values up to "
+            f"{np.abs(row).max():.1e}); its squared norm overflows float32 (max {np.finfo(np.float32).max:.1e}): "
+            f"rescale the vectors ({int(over.sum())} documents)"
+        )
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:

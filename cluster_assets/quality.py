@@ -158,7 +158,8 @@ def davies_bouldin(X: np.ndarray, labels: np.ndarray, seed: int = 0,
     from sklearn.metrics import davies_bouldin_score
 
     Xs, ls = _clustered(X, labels, sample, seed)
-    if len(np.unique(ls)) < 2:
+    n_labels = len(np.unique(ls))
+    if n_labels < 2 or n_labels >= len(ls):  # scikit-learn's own bounds: 2..n_samples-1 labels
         return None
     return float(davies_bouldin_score(Xs, ls))
 

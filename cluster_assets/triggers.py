@@ -241,13 +241,3 @@ def _forget(storage, spec: ClusterDefinition, gone: list[str]) -> list[dg.Delete
 
     remove_outputs(storage, spec, gone)
     return [dg.DeleteDynamicPartitionsRequest(partitions.partitions_name(spec), gone)]
-
-
-def build_all_triggers(specs) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
-    schedules: list[dg.ScheduleDefinition] = []
-    sensors: list[dg.SensorDefinition] = []
-    for spec in specs:
-        s, n = build_triggers(spec)
-        schedules.extend(s)
-        sensors.extend(n)
-    return schedules, sensors

@@ -125,6 +125,86 @@ def test_one_broken_definition_does_not_stop_the_others(definitions_dir, caplog,
     assert materialize_group(definitions_dir, "points").success
 
 
+# 502 bytes that expand to 9**9 strings: they used to exhaust the code location's memory.
+BILLION_LAUGHS = """\
+cluster_name: laughs
+source_collection_ids: [points]
+feature_addresses: [vec]
+metadata:
+  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_no_definition_takes_down_the_others(definitions_dir, caplog, storage_root):
+    """Each file the code location leaves out is named, and `definitions validate` names the same files."""
+    from click.testing import CliRunner
+
+    from cluster_assets.cli import main
+
+    write_definition(definitions_dir, GOOD)
+    (definitions_dir / "laughs.yaml").write_text(BILLION_LAUGHS)
+    # asset keys collections/<stage> would clash with a source collection named like a stage
+    write_definition(definitions_dir, {**GOOD, "cluster_name": "collections"}, "reserved.json")
+    write_definition(definitions_dir, {**GOOD, "cluster_name": "other", "source_collection_ids": ["sample"]})
+    # schedule names are <group>__<trigger>: both are a__b__c
+    cron = {"type": "cron", "cron": "0 3 * * *"}
+    write_definition(definitions_dir, {**GOOD, "cluster_name": "a", "triggers": [{**cron, "name": "b__c"}]})
+    clash = write_definition(definitions_dir, {**GOOD, "cluster_name": "a__b", "triggers": [{**cron, "name": "c"}]})
+    # the second trigger's default name is cron_1
+    twice = write_definition(definitions_dir, {**GOOD, "cluster_name": "twice",
+                                               "triggers": [{**cron, "name": "cron_1"}, cron]})
+
+    defs, errors = skipped(definitions_dir, caplog)
+
+    dg.Definitions.validate_loadable(defs)
+    groups = {key.path[0] for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert groups == {"collections", "points", "other", "a"}
+    assert sorted(s.name for s in defs.schedules) == ["a__b__c"]
+    assert errors == [
+        f"skipping cluster definition: {definitions_dir / 'laughs.yaml'}: line 6, column 10: YAML aliases (*a) are "
+        "not allowed in a definition file; write the value out",
+        f"skipping cluster definition: {definitions_dir / 'reserved.json'}: cluster_name: 'collections' is reserved: "
+        "its asset keys would clash with collections/<name> (reserved: collections, taxonomies)",
+        f"skipping cluster definition: {clash}: triggers: schedule or sensor 'a__b__c' is already defined by "
+        f"{definitions_dir / 'a.json'}",
+        f"skipping cluster definition: {twice}: triggers: schedule or sensor 'twice__cron_1' is already defined by "
+        "this file",
+    ]
+
+    result = CliRunner().invoke(main, ["definitions", "validate", str(definitions_dir), "--no-check-storage"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [e.removeprefix("skipping cluster definition: ") for e in errors] + [
+        "3 definitions valid; 4 problems in 4 files"]
+    listed = CliRunner().invoke(main, ["definitions", "list", "--dir", str(definitions_dir)])
+    assert [line.split()[0] for line in listed.stdout.splitlines()[2:]] == ["a", "other", "points"]
+
+
+def test_a_definition_whose_dagster_objects_fail_to_build_is_skipped(definitions_dir, caplog, monkeypatch):
+    from cluster_assets import factory
+
+    write_definition(definitions_dir, GOOD)
+    broken = write_definition(definitions_dir, {**GOOD, "cluster_name": "broken"})
+    real = factory._code_version
+
+    def code_version(spec):
+        if spec.cluster_name == "broken":
+            raise MemoryError()
+        return real(spec)
+
+    monkeypatch.setattr(factory, "_code_version", code_version)
+    defs, errors = skipped(definitions_dir, caplog)
+    assert errors == [f"skipping cluster definition: {broken}: cannot build its Dagster objects: MemoryError: "]
+    assert {key.path[0] for key in defs.resolve_asset_graph().get_all_asset_keys()} == {"collections", "points"}
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 def test_missing_collection(definitions_dir, storage):
@@ -201,12 +281,27 @@ def test_fewer_documents_than_clusters(definitions_dir, storage):
                        "algorithm_config.num_clusters: lower num_clusters or add documents")
 
 
-def test_a_sample_smaller_than_the_clusters(definitions_dir, storage):
-    write_table(storage, "points", points())
-    write_definition(definitions_dir, {**GOOD, "sample_size": 2})
+def test_a_sample_smaller_than_the_clusters_is_refused_before_any_run(definitions_dir, caplog):
+    path = write_definition(definitions_dir, {**GOOD, "sample_size": 2})
+    defs, errors = skipped(definitions_dir, caplog)
+    assert errors == [f"skipping cluster definition: {path}: sample_size: 2 is smaller than the 3 clusters asked for "
+                      "by algorithm_config.num_clusters; the model is fitted on the sample: raise sample_size or "
+                      "lower num_clusters"]
+    assert not [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+
+
+def test_vectors_whose_squared_norm_overflows_float32(definitions_dir, storage):
+    table = points()
+    vectors = table.column("vec").to_pylist()
+    vectors[7] = [1e30, 1.0, 1.0, 1.0]  # finite, but its squared norm is not
+    vectors[9] = [2e19, 2e19, 0.0, 0.0]
+    write_table(storage, "points", with_vectors(table, vectors))
+    write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
-    assert step == "sample"
-    assert message.startswith("sample_size 2 is smaller than the 3 clusters asked for by algorithm_config.num_clusters")
+    assert step == "embeddings"
+    assert message == ("collection 'points', column 'vec': document 'doc-7' has a vector of magnitude 1.0e+30 "
+                       "(values up to 1.0e+30); its squared norm overflows float32 (max 3.4e+38): rescale the "
+                       "vectors (2 documents)")
 
 
 def test_duplicate_document_ids(definitions_dir, storage):

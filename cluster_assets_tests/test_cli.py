@@ -385,3 +385,12 @@ def test_list_keeps_going_past_an_unreadable_collection(storage):
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
     assert rows["good"][:2] == ["1", "2"] and rows["broken"] == ["?", "?", "?"]
     assert "collection 'broken' cannot be read" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["map", "good_one"], ["taxonomy", "promote", "good_one", "--taxonomy", "t"]])
+def test_an_unsafe_run_id_is_an_error_line_not_a_traceback(definitions_dir, storage_root, command):
+    write_definition(definitions_dir, GOOD)
+    result = run(*command, "--run-id", "../x")
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: run id '../x' must start with a letter or digit and use only letters, digits, "
+                             "'_', '-', '.' (no '/', no '..')\n")

@@ -87,3 +87,12 @@ def test_assess_reads_out_per_cluster_columns_and_run_metadata(digits):
     worst = int(np.argmin(readout.cohesion))
     assert readout.markdown().splitlines()[2].startswith(f"| {worst} |")
 
+
+
+def test_whole_run_scores_are_undefined_when_every_document_is_its_own_cluster():
+    # num_clusters equal to the number of documents: scikit-learn's scores need 2..n-1 labels
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    labels = np.arange(4)
+    assert quality.davies_bouldin(X, labels) is None
+    assert quality.silhouette(X, labels) is None
+    assert quality.davies_bouldin(X, np.array([0, 0, 1, 2])) == pytest.approx(davies_bouldin_score(X, [0, 0, 1, 2]))

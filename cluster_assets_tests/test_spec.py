@@ -182,3 +182,77 @@ def test_model_round_trips_through_json():
     spec = load_definition_file(REPO / "clusters" / "digits_kmeans.yaml")
     again = ClusterDefinition.model_validate(json.loads(spec.model_dump_json()))
     assert again == spec
+
+
+# --- what a file may not do to the process that loads every definition ---------------------------
+
+def test_yaml_aliases_are_refused_naming_the_line(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL) + "metadata:\n  a: &a [lol, lol]\n  b: [*a, *a]\n")
+    with pytest.raises(DefinitionError) as caught:
+        load_definition_file(path)
+    assert str(caught.value) == (f"{path}: line 8, column 7: YAML aliases (*a) are not allowed in a definition "
+                                 "file; write the value out")
+    # an anchor nobody refers to is harmless
+    path.write_text(yaml.safe_dump(MINIMAL) + "metadata:\n  a: &a [lol, lol]\n")
+    assert load_definition_file(path).metadata == {"a": ["lol", "lol"]}
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("big.yaml", "cluster_name: docs\ndescription: " + "x" * 1_000_000 + "\n",
+     "the file is 1,000,033 bytes; a definition file may be at most 1,000,000 bytes"),
+    ("deep.json", '{"cluster_name": "docs", "metadata": {"x": ' + "[" * 50_000 + "]" * 50_000 + "}}",
+     "the document is nested too deeply (at most 32 levels)"),
+    # parsed and validated, but then too deep for pydantic to serialise (the assets' code version)
+    ("nested.json", '{"cluster_name": "docs", "metadata": {"x": ' + "[" * 900 + "]" * 900 + "}}",
+     "the document is nested too deeply (at most 32 levels)"),
+    ("deep.yaml", "cluster_name: docs\nmetadata:\n  x: " + "[" * 1_000 + "]" * 1_000 + "\n",
+     "the document is nested too deeply (at most 32 levels)"),
+    ("long.json", '{"cluster_name": "docs", "metadata": {"x": 1' + "0" * 5_000 + "}}",
+     "cannot parse JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5001 digits; "
+     "use sys.set_int_max_str_digits() to increase the limit"),
+])
+def test_oversized_or_too_deep_files_are_one_problem(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    (tmp_path / "good.json").write_text(json.dumps({**MINIMAL, "cluster_name": "good"}))
+    loaded, problems = load_definitions(tmp_path)
+    assert [d.spec.cluster_name for d in loaded] == ["good"]
+    assert [str(p) for p in problems] == [f"{tmp_path / name}: {message}"]
+
+
+@pytest.mark.parametrize("name", ["collections", "taxonomies"])
+def test_a_cluster_name_that_is_a_reserved_key_prefix(name):
+    error = problem({**MINIMAL, "cluster_name": name})
+    assert error.field == "cluster_name"
+    assert error.message == (f"{name!r} is reserved: its asset keys would clash with {name}/<name> "
+                             "(reserved: collections, taxonomies)")
+
+
+@pytest.mark.parametrize("algorithm,config,field,expected", [
+    ("kmeans", {"num_clusters": True}, "num_clusters", "an integer, got a boolean (true)"),
+    ("agglomerative", {"n_clusters": True}, "n_clusters", "an integer, got a boolean (true)"),
+    ("kmeans", {"num_clusters": 3, "max_iter": False}, "max_iter", "an integer, got a boolean (false)"),
+    ("dbscan", {"eps": True}, "eps", "a number, got a boolean (true)"),
+])
+def test_a_boolean_where_algorithm_config_takes_a_number(algorithm, config, field, expected):
+    error = problem({**MINIMAL, "algorithm": algorithm, "algorithm_config": config})
+    assert error.field == f"algorithm_config.{field}"
+    assert error.message == f"expected {expected}"
+
+
+def test_booleans_stay_valid_where_the_algorithm_takes_one():
+    spec = parse_definition({**MINIMAL, "algorithm_config": {"num_clusters": 3, "copy_x": False, "verbose": True}})
+    assert spec.algorithm_config["copy_x"] is False
+    assert parse_definition({**MINIMAL, "algorithm": "hdbscan", "algorithm_config": {"allow_single_cluster": True}})
+
+
+@pytest.mark.parametrize("config,asked,wanted", [
+    ({"num_clusters": 5}, "algorithm_config.num_clusters", 5),
+    ({}, "kmeans's default", 8),
+])
+def test_a_sample_smaller_than_the_clusters_is_refused_at_validation(config, asked, wanted):
+    error = problem({**MINIMAL, "algorithm_config": config, "sample_size": 4})
+    assert error.field == "sample_size"
+    assert error.message == (f"4 is smaller than the {wanted} clusters asked for by {asked}; the model is fitted "
+                             "on the sample: raise sample_size or lower num_clusters")
+    assert parse_definition({**MINIMAL, "algorithm_config": config, "sample_size": wanted}).sample_size == wanted

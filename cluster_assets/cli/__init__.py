@@ -7,6 +7,7 @@ import click
 
 from cluster_assets.cli.artifacts import artifacts
 from cluster_assets.cli.collections import collections
+from cluster_assets.cli.common import CommandGroup
 from cluster_assets.cli.definitions import definitions
 from cluster_assets.cli.executions import executions
 from cluster_assets.cli.map import map_command
@@ -24,7 +25,7 @@ COMMANDS = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Collections, cluster definitions and run artifacts of cluster_assets."""
 

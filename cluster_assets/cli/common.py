@@ -26,6 +26,17 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
+class CommandGroup(click.Group):
+    """The top-level group: a ``ValueError`` from any subcommand (a bad id, definition or file; our errors
+    all subclass it) ends as ``Error: <message>`` and exit status 1, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 

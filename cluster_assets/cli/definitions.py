@@ -18,7 +18,7 @@ import yaml
 
 from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option, warn
 from cluster_assets.resources import default_definitions_dir
-from cluster_assets.spec import ClusterDefinition, load_definitions
+from cluster_assets.spec import ClusterDefinition, DefinitionError, LoadedDefinition
 from cluster_assets.stages import layout
 from cluster_assets.storage import Storage
 
@@ -33,6 +33,15 @@ def _folder(path: Path | None) -> Path:
     return path if path is not None else default_definitions_dir()
 
 
+def _loadable(folder: Path, storage: Storage | None = None) -> tuple[list[LoadedDefinition], list[DefinitionError]]:
+    """The definitions the code location loads from ``folder``, and one error per file it leaves out
+    (with ``storage``, enrichment targets are also checked against what is stored)."""
+    from cluster_assets.loader import load_buildable
+
+    built, problems = load_buildable(folder, storage)
+    return [b.item for b in built], problems
+
+
 @definitions.command("validate")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--check-storage/--no-check-storage", default=True, show_default=True,
@@ -42,9 +51,10 @@ def validate(path: Path | None, check_storage: bool, storage_root: str | None) -
     """Check a definition file, or every file in a folder (default: the definitions folder).
 
     Prints one line per problem, `<file>: <field>: <message>`, and exits 1 if there is any.
+    A file is valid when the code location loads it (its Dagster objects build and clash with no other's).
     """
     storage = open_storage(storage_root)
-    loaded, problems = load_definitions(_folder(path), storage if check_storage else None)
+    loaded, problems = _loadable(_folder(path), storage if check_storage else None)
     for problem in problems:
         click.echo(str(problem))
     if check_storage and loaded:
@@ -77,7 +87,7 @@ def _warn_missing_collections(loaded, storage: Storage) -> None:
               help="Definitions folder; default $CLUSTER_ASSETS_DEFINITIONS_DIR, else clusters/ in the checkout.")
 def list_definitions(folder: Path | None) -> None:
     """Every valid definition: cluster name, file, algorithm, sources and triggers."""
-    loaded, problems = load_definitions(_folder(folder))
+    loaded, problems = _loadable(_folder(folder))
     if loaded:
         echo_table(
             ((d.spec.cluster_name, d.path.name, d.spec.algorithm, ", ".join(d.spec.source_collection_ids),
@@ -178,7 +188,7 @@ SHOW_SECTIONS: list[tuple[str, Callable[[ShowContext], Any]]] = [
 def show(cluster: str, as_json: bool, folder: Path | None, storage_root: str | None) -> None:
     """One definition: its fields, asset keys, enrichment targets and which stage outputs exist."""
     storage = open_storage(storage_root)
-    loaded, problems = load_definitions(_folder(folder), storage)
+    loaded, problems = _loadable(_folder(folder), storage)
     match = next((d for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
     if match is None:
         known = ", ".join(d.spec.cluster_name for d in loaded) or "none"

@@ -11,6 +11,8 @@ DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MEDIA_INPUT_KEYS = ("image_url", "video_url", "audio_url")
 STANDARD_ENRICHMENT_FIELDS = ("cluster_id", "label", "summary", "keywords", "confidence", "cluster_path", "representative")
+# Top-level asset key prefixes that are not a definition's: collections/<id> and taxonomies/<name>.
+RESERVED_KEY_PREFIXES = ("collections", "taxonomies")
 
 
 def check_safe_id(value: str, what: str) -> str:

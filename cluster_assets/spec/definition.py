@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from cluster_assets import algorithms
 from cluster_assets.spec.automation import Checks, Trigger, Webhook
-from cluster_assets.spec.base import STANDARD_ENRICHMENT_FIELDS, _Strict, check_safe_id
+from cluster_assets.spec.base import RESERVED_KEY_PREFIXES, STANDARD_ENRICHMENT_FIELDS, _Strict, check_safe_id
 from cluster_assets.spec.labeling import LLMLabeling
 
 
@@ -92,6 +92,15 @@ class ClusterDefinition(_Strict):
     def _safe_cluster_name(cls, value: str) -> str:
         return check_safe_id(value, "cluster_name")
 
+    @field_validator("cluster_name")
+    @classmethod
+    def _not_a_reserved_prefix(cls, value: str) -> str:
+        # <cluster_name>/<stage> would share the prefix of the source collections' or taxonomies' keys
+        if value in RESERVED_KEY_PREFIXES:
+            raise ValueError(f"{value!r} is reserved: its asset keys would clash with {value}/<name> "
+                             f"(reserved: {', '.join(RESERVED_KEY_PREFIXES)})")
+        return value
+
     @field_validator("taxonomy", mode="before")
     @classmethod
     def _taxonomy_shorthand(cls, value: Any) -> Any:
@@ -144,6 +153,16 @@ class ClusterDefinition(_Strict):
         if self.llm_labeling and self.llm_labeling.response_shape is not None:
             if not self.llm_labeling.response_shape:
                 raise ValueError("llm_labeling.response_shape: give at least one field")
+        return self
+
+    @model_validator(mode="after")
+    def _sample_holds_the_clusters(self) -> "ClusterDefinition":
+        wanted = algorithms.requested_clusters(self.algorithm, self.algorithm_config)
+        if self.sample_size is not None and wanted is not None and self.sample_size < wanted:
+            given = sorted({"num_clusters", algorithms.REGISTRY[self.algorithm].count_param} & set(self.algorithm_config))
+            asked = f"algorithm_config.{given[0]}" if given else f"{self.algorithm}'s default"
+            raise ValueError(f"sample_size: {self.sample_size} is smaller than the {wanted} clusters asked for by "
+                             f"{asked}; the model is fitted on the sample: raise sample_size or lower num_clusters")
         return self
 
     # --- derived names used by the Dagster layer -------------------------------------------

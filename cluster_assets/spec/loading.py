@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from cluster_assets.spec.base import DEFINITION_SUFFIXES
 from cluster_assets.spec.definition import ClusterDefinition
+from cluster_assets.spec.reading import DefinitionReadError, parse_text, read_bounded_text
 
 
 class DefinitionError(ValueError):
@@ -79,11 +80,10 @@ def definition_problems(data: Any, path: str | Path) -> list[DefinitionError]:
 
 
 def read_definition_file(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+        return parse_text(read_bounded_text(path), path.suffix)
+    except DefinitionReadError as exc:
+        raise DefinitionError(path, None, str(exc)) from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise DefinitionError(path, None, f"cannot parse {path.suffix[1:].upper()}: {exc}") from None
 
