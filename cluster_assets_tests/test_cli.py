@@ -231,12 +231,15 @@ def test_definitions_show_before_any_run(definitions_dir, storage_root):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["definition"]["algorithm_config"] == {"num_clusters": 3}
-    assert report["asset_keys"]["stages"] == [f"good_one/{s}" for s in (
-        "sample", "embeddings", "assignments", "reduced_coords", "labels", "enriched_collection", "cluster_map")]
+    assert report["asset_keys"]["stages"] == [
+        "good_one/sample", "good_one/embeddings", "good_one/model", "good_one/assignments (per file)",
+        "good_one/reduced_coords (per file)", "good_one/labels", "good_one/enriched_collection (per file)",
+        "good_one/cluster_map"]
     assert report["asset_keys"]["sources"] == ["collections/digits"]
     assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_out", "exists": False,
                                                 "owner": None}]
-    assert not any(stage["exists"] for stage in report["stage_outputs"].values())
+    assert report["stage_outputs"]["current_fit"] is None
+    assert not report["stage_outputs"]["enriched_collection"]["exists"]
 
     text = run("definitions", "show", "good_one")
     assert "cluster_name: good_one" in text.stdout and "good_one/labels" in text.stdout
@@ -339,7 +342,10 @@ def test_definitions_show_after_a_run_sees_the_stage_outputs(materialized):
     result = run("definitions", "show", "digits_kmeans", "--json", "--dir", materialized["folder"],
                  "--storage", materialized["root"])
     report = json.loads(result.stdout)
-    assert all(stage["exists"] for stage in report["stage_outputs"].values())
+    current = report["stage_outputs"]["current_fit"]
+    assert current["fit_id"] == current["sample_id"] == materialized["first"]  # labels alone kept the fit
+    assert current["files"] == 1 and current["uri"].endswith(f"assets/digits_kmeans/fits/{materialized['first']}")
+    assert report["stage_outputs"]["enriched_collection"]["exists"]
     assert report["enrichment"]["targets"] == [{"source": "digits", "target": "digits_digits_kmeans_enriched",
                                                 "exists": True, "owner": "digits_kmeans"}]
 

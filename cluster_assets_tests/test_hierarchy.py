@@ -11,6 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
+from cluster_assets.stages.outputs import read_output
 from cluster_assets import hierarchy
 from cluster_assets.keywords import ClusterLabel
 
@@ -220,11 +221,12 @@ def test_hierarchical_run_carries_tree_quality_and_paths(demo_storage, definitio
     result = materialize_group(definitions_dir, "shop")
     meta = {e.materialization.asset_key.path[-1]: e.materialization.metadata
             for e in result.get_asset_materialization_events()}
-    assert meta["assignments"]["hierarchy_source"].value == "hdbscan_condensed_tree"
-    assert meta["assignments"]["hierarchy_nodes_per_level"].value[0] == 3
+    # the fit's readout is on labels, which aggregates every file's assignments
+    assert meta["labels"]["hierarchy_source"].value == "hdbscan_condensed_tree"
+    assert meta["labels"]["hierarchy_nodes_per_level"].value[0] == 3
     for key in ("silhouette", "davies_bouldin", "noise_share", "mean_cohesion"):
-        assert key in meta["assignments"]
-    assert "cohesion" in meta["assignments"]["cluster_quality"].value
+        assert key in meta["labels"]
+    assert "cohesion" in meta["labels"]["cluster_quality"].value
     assert "**" in meta["labels"]["hierarchy"].value  # parents in bold in the tree view
 
     storage = demo_storage
@@ -232,10 +234,11 @@ def test_hierarchical_run_carries_tree_quality_and_paths(demo_storage, definitio
     centroids = storage.read_table("artifacts", "shop", run, "centroids.parquet")
     assert {"parent_id", "level", "cohesion", "separation", "nearest_cluster_id", "cluster_path"} <= set(
         centroids.column_names)
-    # cohesion recomputed here from the stored embeddings and assignments
-    emb = storage.read_table("assets", "shop", "embeddings.parquet")
+    # cohesion recomputed here from the stored embeddings (the sample is every document here) and assignments
+    emb = read_output(storage, "shop", "embeddings.parquet")
+    assert emb.num_rows == 1200
     X = np.array(emb.column("vector").to_pylist())
-    assigned = storage.read_table("assets", "shop", "assignments.parquet").column("cluster_id").to_numpy()
+    assigned = read_output(storage, "shop", "assignments.parquet").column("cluster_id").to_numpy()
     C = np.array(centroids.column("centroid").to_pylist())
     for i, c in enumerate(centroids.column("cluster_id").to_pylist()):
         members = X[assigned == c]

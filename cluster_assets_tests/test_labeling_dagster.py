@@ -12,6 +12,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
+from cluster_assets.stages.outputs import read_output
 from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
     GATEWAY_KEY, KEY, Answer, Status, documents, no_llm_environment, openai_server, user_text,
@@ -67,7 +68,7 @@ def test_group_materializes_with_llm_labels_end_to_end(openai_server, demo_stora
     # What was sent: one request per cluster, the mapped fields of its most central documents, in order.
     requests = openai_server.completions()
     assert len(requests) == 8
-    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    labels = read_output(demo_storage, GROUP, "labels.parquet")
     assert labels.column("labeling_source").to_pylist() == ["llm"] * 8
     products = demo_storage.collection_dataset("products").to_table(columns=["document_id", "title", "metadata"])
     by_id = {r["document_id"]: r for r in products.to_pylist()}
@@ -115,7 +116,7 @@ def test_without_a_key_the_run_succeeds_with_data_labels_and_says_why(openai_ser
     assert result.success and openai_server.requests == []
     meta = labels_metadata(instance)
     assert meta["labeling_source"] == "fallback" and "OPENAI_API_KEY" in meta["fallback_reason"]
-    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    labels = read_output(demo_storage, GROUP, "labels.parquet")
     assert labels.column("labeling_source").to_pylist() == ["fallback"] * 8
     assert labels.column("sentiment").null_count == 8  # the shape's column exists, empty
     assert all(label for label in labels.column("label").to_pylist())  # data labels from keywords
@@ -159,7 +160,7 @@ def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
     result = materialize_group(definitions_dir, GROUP, instance)
     assert result.success and len(openai_server.completions()) == 8
 
-    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    labels = read_output(demo_storage, GROUP, "labels.parquet")
     assert "Gateway [redacted]" in labels.column("label").to_pylist()  # the answer was kept, scrubbed
     meta = labels_metadata(instance)
     assert meta["labeling_source"] == "mixed"
@@ -175,22 +176,21 @@ def test_a_gateway_key_echoed_by_the_provider_is_nowhere_in_dagster_or_storage(
         assert files_containing(dagster_home, secret.encode()) == []  # the run database
 
 
-def test_dagster_cli_materializes_the_labels_with_the_key_from_the_environment(
+def test_the_cli_run_labels_with_the_key_from_the_environment(
         openai_server, demo_storage, definitions_dir, dagster_home):
     write_products_definition(definitions_dir, openai_server.base_url)
     env = {**os.environ, "OPENAI_API_KEY": KEY, "DAGSTER_HOME": str(dagster_home),
            "CLUSTER_ASSETS_DEFINITIONS_DIR": str(definitions_dir), "CLUSTER_ASSETS_STORAGE": demo_storage.root}
-    dagster = Path(sys.executable).parent / "dagster"
-    done = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "cluster_assets.definitions", "--select", f"group:{GROUP}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    command = Path(sys.executable).parent / "cluster-assets"
+    done = subprocess.run([str(command), "run", GROUP], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert len(openai_server.completions()) == 8
     assert KEY not in output
     meta = labels_metadata(dg.DagsterInstance.get())  # the run the CLI recorded in DAGSTER_HOME
     assert meta["labeling_source"] == "llm" and meta["llm_calls"] == 8
-    labels = demo_storage.read_table("assets", GROUP, "labels.parquet")
+    labels = read_output(demo_storage, GROUP, "labels.parquet")
     assert labels.column("labeling_source").to_pylist() == ["llm"] * 8
     assert files_containing(dagster_home, KEY.encode()) == []
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import cosine_similarity
 
+from cluster_assets.stages.outputs import read_output
 from cluster_assets import taxonomy as tx
 from cluster_assets.cli import main
 from cluster_assets.demo import DIGIT_NAMES
@@ -219,7 +220,7 @@ def test_promote_classify_and_map_on_s3(s3_root, definitions_dir, dagster_home, 
     materialize_group(definitions_dir, "again")
     enriched = storage.collection_dataset("digits_again").to_table()
     # the taxonomy was promoted from these very documents: each lands on its own cluster's node
-    source = storage.read_table("assets", "s3digits", "assignments.parquet")
+    source = read_output(storage, "s3digits", "assignments.parquet")
     cluster_of = dict(zip(source.column("document_id").to_pylist(), source.column("cluster_id").to_pylist()))
     nodes = [n for n in enriched.column("taxonomy_node_id").to_pylist()]
     agree = sum(1 for d, n in zip(enriched.column("document_id").to_pylist(), nodes)
