@@ -112,7 +112,8 @@ def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
 
 
 def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
-                destination: tuple[str, ...], classifier=None) -> tuple[int, int]:
+                destination: tuple[str, ...], classifier=None,
+                taxonomy_counts: dict[str, int] | None = None) -> tuple[int, int]:
     """Write one enriched file; returns (documents, documents without an assignment)."""
     cid, name = layout.split_partition(partition)
     assigned = read_assignments(storage, spec, fit_id, partition)
@@ -148,6 +149,8 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
                 from cluster_assets.taxonomy import DocumentClasses
 
                 classes = DocumentClasses(classifier, [next(matrices)])
+                taxonomy_counts["assigned"] += int((classes.index >= 0).sum())
+                taxonomy_counts["unassigned"] += int((classes.index < 0).sum())
                 for column_name, values in classes.columns(np.arange(len(table)), np.ones(len(table), bool)).items():
                     table = _set(table, column_name, values)
             yield table
@@ -195,6 +198,7 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         targets = spec.target_collection_ids()
         written: dict[str, int] = {}
         unassigned = 0
+        taxonomy_counts = {"assigned": 0, "unassigned": 0}
         pending: list[str] = []
         mine = {t: [p for p in ctx.partitions if targets[layout.split_partition(p)[0]] == t]
                 for t in dict.fromkeys(targets.values())}
@@ -210,7 +214,7 @@ def run_enrichment(ctx: StageContext) -> StageResult:
             ownership.claim(storage, target, owner)
             for out, partition in outputs.items():
                 rows, missing = enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, out),
-                                            classifier)
+                                            classifier, taxonomy_counts)
                 written[target] = written.get(target, 0) + rows
                 unassigned += missing
                 result.per_partition[partition] = {"file_documents": rows, "dagster/row_count": rows,
@@ -229,6 +233,13 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         "unassigned_documents": unassigned,
         "engine": "in_process",
     })
+    if classifier is not None:
+        result.metadata.update({
+            "taxonomy": classifier.name,
+            "taxonomy_assigned_documents": taxonomy_counts["assigned"],
+            "taxonomy_unassigned_documents": taxonomy_counts["unassigned"],
+            "taxonomy_similarity_threshold": classifier.threshold,
+        })
     if pending:
         result.warnings.append(f"{', '.join(pending)} still hold an earlier fit's files: the new fit's files are "
                                f"staged and replace them together once every file of the definition is enriched")
