@@ -26,7 +26,7 @@ from cluster_assets import webhooks
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import ClusterDefinition, Webhook
 from cluster_assets.triggers import TAG_DEFINITION
-from cluster_assets_tests.conftest import REPO, write_definition
+from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
 from cluster_assets_tests.small import definition, write_blobs
 
 SECRET = "s3cr3t-for-the-test-only"
@@ -107,9 +107,7 @@ def closed_port_url() -> str:
 
 def run_group(definitions_dir, instance):
     defs = build_defs(definitions_dir)
-    result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources,
-                            selection=dg.AssetSelection.groups("blobs"), instance=instance, raise_on_error=False)
-    return defs, result
+    return defs, materialize_group(definitions_dir, "blobs", instance, raise_on_error=False)
 
 
 @pytest.fixture
@@ -351,7 +349,7 @@ def test_a_slow_endpoint_never_holds_the_tick_nor_repeats_a_healthy_delivery(sin
 
 def test_a_run_started_from_the_shell_is_delivered_by_the_daemon(tmp_path, definitions_dir, storage, dagster_home,
                                                                   sink, instance):
-    """The real thing: `dagster-daemon run` ticks the sensor; `dagster asset materialize` runs the group."""
+    """The real thing: `dagster-daemon run` ticks the sensor; `cluster-assets run` (the full run) runs the group."""
     write_blobs(storage)
     write_definition(definitions_dir, definition(webhooks=[{"url": f"{sink.url}/hook", "secret_env": "HOOK_SECRET"}]))
     env = {k: v for k, v in os.environ.items()
@@ -363,9 +361,8 @@ def test_a_run_started_from_the_shell_is_delivered_by_the_daemon(tmp_path, defin
     try:
         # the sensor runs before the shell run ends, as when a user runs the README's command beside `dagster dev`
         wait_for(lambda: sensor_ticks(instance), 120, tmp_path / "daemon.log")
-        done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "cluster_assets.definitions",
-                               "--select", "group:blobs"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run([str(BIN / "cluster-assets"), "run", "blobs"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
