@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from cluster_assets.cli import main
 from cluster_assets.loader import build_defs
-from cluster_assets_tests.conftest import write_definition
+from cluster_assets.resources import StorageResource
+from cluster_assets.spec import load_definitions
+from cluster_assets_tests.conftest import launch, materialize_group, write_definition
 from cluster_assets_tests.small import definition, write_blobs
 
 
@@ -33,15 +35,15 @@ def history(dagster_home, definitions_dir, storage):
     write_definition(definitions_dir, definition("other"))
     defs = build_defs(definitions_dir)
     instance = dg.DagsterInstance.get()
-    assets = [*defs.assets, *defs.asset_checks]
-    manual = dg.materialize(assets, resources=defs.resources, selection=dg.AssetSelection.groups("blobs"),
-                            instance=instance)
-    dg.materialize(assets, resources=defs.resources, selection=dg.AssetSelection.groups("other"), instance=instance)
+    manual = materialize_group(definitions_dir, "blobs", instance)
+    materialize_group(definitions_dir, "other", instance)
     schedule = defs.resolve_schedule_def("blobs__nightly")
-    request = schedule.evaluate_tick(dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc))).run_requests[0]
-    scheduled = defs.resolve_job_def(schedule.job_name).execute_in_process(instance=instance, tags=request.tags)
-    return {"manual": manual.run_id, "scheduled": scheduled.run_id, "defs": defs, "instance": instance}
+    tick = schedule.evaluate_tick(dg.build_schedule_context(
+        instance=instance, resources={"storage": StorageResource(root=storage.root)},
+        scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc)))
+    [scheduled] = launch(defs, instance, tick)
+    return {"manual": manual.run_id, "scheduled": scheduled.run_id, "defs": defs, "instance": instance,
+            "storage": storage}
 
 
 def test_executions_lists_the_definitions_runs_newest_first(history, definitions_dir):
@@ -65,9 +67,7 @@ def test_executions_lists_the_definitions_runs_newest_first(history, definitions
 
 def test_failed_runs_are_listed_and_deleted_definitions_keep_their_history(history, definitions_dir, storage):
     (definitions_dir / "blobs.json").write_text(json.dumps(definition(feature_addresses=["missing_column"])))
-    defs = build_defs(definitions_dir)
-    failed = dg.materialize([*defs.assets], resources=defs.resources, selection=dg.AssetSelection.groups("blobs"),
-                            instance=history["instance"], raise_on_error=False)
+    failed = materialize_group(definitions_dir, "blobs", history["instance"], raise_on_error=False)
     assert not failed.success
     runs = json.loads(run("executions", "blobs", "--json", "--dir", definitions_dir).output)
     assert runs[0]["run_id"] == failed.run_id and runs[0]["status"] == "FAILURE"
@@ -93,9 +93,10 @@ def test_definitions_show_has_triggers_latest_run_and_enrichment_status(history,
     assert status["documents"] == 120
 
     # Assignments re-materialized alone: the enriched collection is now behind.
-    defs = history["defs"]
-    dg.materialize([*defs.assets], resources=defs.resources, instance=history["instance"],
-                   selection=dg.AssetSelection.keys(dg.AssetKey(["blobs", "assignments"])))
+    from cluster_assets.runs import run_full
+
+    spec = load_definitions(definitions_dir)[0][0].spec
+    assert run_full(history["defs"], spec, history["instance"], history["storage"], stages=["assignments"]).success
     report = json.loads(run("definitions", "show", "blobs", "--json", "--dir", definitions_dir).output)
     assert report["enrichment_status"]["status"] == "behind the latest assignments"
 
