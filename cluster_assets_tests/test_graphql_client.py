@@ -8,7 +8,8 @@ import dagster as dg
 import pytest
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-from cluster_assets.factory import STAGES
+from cluster_assets.runs import submit_full_run
+from cluster_assets.spec import load_definitions
 from cluster_assets.storage import Storage
 from cluster_assets_tests.conftest import write_definition
 from cluster_assets_tests.small import definition, write_blobs
@@ -42,12 +43,9 @@ def wait_for(client: DagsterGraphQLClient, run_id: str, timeout: float = 300) ->
 def test_submit_a_definitions_group_and_poll_to_success(webserver):
     server, storage = webserver
     client = DagsterGraphQLClient(server.host, port_number=server.port)
-    run_id = client.submit_job_execution(
-        "__ASSET_JOB",
-        repository_location_name=LOCATION,
-        asset_selection=[["blobs", stage] for stage in STAGES],
-        tags={"submitted_by": "test_graphql_client"},
-    )
+    spec = load_definitions(server.definitions_dir)[0][0].spec
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        run_id = submit_full_run(client, instance, storage, spec, LOCATION, tags={"submitted_by": "test_graphql_client"})
     assert wait_for(client, run_id) == dg.DagsterRunStatus.SUCCESS
 
     # The run wrote this run's artifacts and the enriched collection.
@@ -58,7 +56,7 @@ def test_submit_a_definitions_group_and_poll_to_success(webserver):
     # And the instance behind the webserver recorded it with its metadata.
     instance = dg.DagsterInstance.from_config(str(server.home))
     record = instance.fetch_materializations(dg.AssetKey(["blobs", "assignments"]), limit=1).records[0]
-    assert record.run_id == run_id
+    assert record.run_id == run_id and record.partition_key == "points/part-0.parquet"
     assert record.asset_materialization.metadata["num_clusters"].value == 3
     assert instance.get_run_by_id(run_id).tags["submitted_by"] == "test_graphql_client"
 

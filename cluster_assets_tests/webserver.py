@@ -45,6 +45,8 @@ class Webserver:
     port: int
     home: Path
     log: Path
+    definitions_dir: Path | None = None
+    storage_root: str | None = None
 
     @property
     def url(self) -> str:
@@ -89,7 +91,7 @@ def running_webserver(workdir: Path, definitions_dir: Path, storage_root: str, t
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    server = Webserver("127.0.0.1", free_port(), home, workdir / "webserver.log")
+    server = Webserver("127.0.0.1", free_port(), home, workdir / "webserver.log", definitions_dir, storage_root)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -121,11 +123,14 @@ def materialize_group_through_graphql(server: Webserver, group: str, timeout: fl
     import dagster as dg
     from dagster_graphql import DagsterGraphQLClient
 
-    from cluster_assets.factory import STAGES
+    from cluster_assets.runs import submit_full_run
+    from cluster_assets.spec import load_definitions
+    from cluster_assets.storage import Storage
 
     client = DagsterGraphQLClient(server.host, port_number=server.port)
-    run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION,
-                                         asset_selection=[[group, stage] for stage in STAGES])
+    spec = next(d.spec for d in load_definitions(server.definitions_dir)[0] if d.spec.group_name == group)
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        run_id = submit_full_run(client, instance, Storage(server.storage_root), spec, LOCATION)
     deadline = time.monotonic() + timeout
     while client.get_run_status(run_id) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
         assert time.monotonic() < deadline, "the run did not finish"
