@@ -308,7 +308,7 @@ def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
     from cluster_assets.demo import write_demo_collections
     from cluster_assets.storage import Storage
     from cluster_assets_tests.conftest import write_definition
-    from cluster_assets_tests.webserver import materialize_group_through_graphql, running_webserver
+    from cluster_assets_tests.webserver import materialize_group_through_graphql, running_webserver, visit
 
     storage_root = str(tmp_path / "storage")
     write_demo_collections(Storage(storage_root))
@@ -321,11 +321,7 @@ def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
         materialize_group_through_graphql(server, "digits_ui")
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(f"{server.url}/assets/digits_ui/cluster_map")
-        try:  # Dagster's first-visit newsletter dialog
-            page.get_by_role("button", name="Skip").click(timeout=5_000)
-        except Exception:  # noqa: BLE001 - it shows only once
-            pass
+        visit(page, f"{server.url}/assets/digits_ui/cluster_map")
         row = page.locator("tr", has_text="map").filter(has_text="Show Markdown").first
         row.get_by_text("[Show Markdown]").click()
         image = page.locator("img[src^='data:image/png;base64,']").first

@@ -16,7 +16,7 @@ import pytest
 from cluster_assets.storage import Storage
 from cluster_assets_tests.conftest import REPO, chromium_executable, no_browser, write_definition
 from cluster_assets_tests.small import definition, write_blobs
-from cluster_assets_tests.webserver import LOCATION, materialize_group_through_graphql, running_webserver
+from cluster_assets_tests.webserver import LOCATION, materialize_group_through_graphql, running_webserver, visit
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -53,16 +53,6 @@ def finished_run(tmp_path_factory):
             page.set_default_timeout(TIMEOUT_MS)
             yield server, page, run_id
             browser.close()
-
-
-def visit(page, url: str) -> None:
-    page.goto(url)
-    skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
-    try:
-        skip.wait_for(state="visible", timeout=5_000)
-        skip.click()
-    except Exception:  # noqa: BLE001 - the dialog shows only once
-        pass
 
 
 def shot(page, name: str) -> Path:

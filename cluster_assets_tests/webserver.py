@@ -137,3 +137,19 @@ def materialize_group_through_graphql(server: Webserver, group: str, timeout: fl
         time.sleep(1)
     assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS
     return run_id
+
+
+def visit(page, url: str, settle_s: float = 20.0) -> None:
+    """Open ``url`` and dismiss Dagster's first-visit newsletter dialog, which can appear seconds after
+    the page on a loaded machine and then intercepts every click. It shows once per browser context."""
+    page.goto(url)
+    if getattr(page.context, "_newsletter_dismissed", False):
+        return
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=settle_s * 1000)
+    except Exception:  # noqa: BLE001 - no dialog in this context
+        return
+    skip.click()
+    page.locator(".bp5-overlay-backdrop").first.wait_for(state="detached", timeout=15_000)
+    page.context._newsletter_dismissed = True
