@@ -53,3 +53,18 @@ def submit_full_run(client, instance: dg.DagsterInstance, storage: Storage, spec
     return client.submit_job_execution("__ASSET_JOB", repository_location_name=location,
                                        asset_selection=[list(k.path) for k in selection],
                                        tags={**run_tags, **(tags or {})})
+
+
+def launch_tick(defs: dg.Definitions, instance: dg.DagsterInstance, tick) -> list[dg.ExecuteInProcessResult]:
+    """Do in this process what the daemon does with a sensor or schedule tick: apply its partition
+    requests, then execute each of its run requests (the bench and the tests, without a daemon)."""
+    for request in getattr(tick, "dynamic_partitions_requests", None) or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    job = defs.resolve_implicit_global_asset_job_def()
+    return [job.execute_in_process(instance=instance, asset_selection=list(r.asset_selection), tags=r.tags,
+                                   partition_key=r.partition_key, raise_on_error=False)
+            for r in tick.run_requests or []]

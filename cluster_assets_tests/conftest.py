@@ -99,16 +99,9 @@ def materialize_group(definitions_dir: Path, group: str, instance: dg.DagsterIns
 
 def launch(defs: dg.Definitions, instance: dg.DagsterInstance, tick) -> list[dg.ExecuteInProcessResult]:
     """Do what the daemon does with a sensor or schedule tick: apply its partition requests, then run its requests."""
-    for request in getattr(tick, "dynamic_partitions_requests", None) or []:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        else:
-            for key in request.partition_keys:
-                instance.delete_dynamic_partition(request.partitions_def_name, key)
-    job = defs.resolve_implicit_global_asset_job_def()
-    return [job.execute_in_process(instance=instance, asset_selection=list(r.asset_selection), tags=r.tags,
-                                   partition_key=r.partition_key, raise_on_error=False)
-            for r in tick.run_requests or []]
+    from cluster_assets.runs import launch_tick
+
+    return launch_tick(defs, instance, tick)
 
 
 @pytest.fixture

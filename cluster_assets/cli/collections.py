@@ -19,18 +19,27 @@ from cluster_assets.storage import CollectionError, Storage
 PREVIEW_ROWS = 3
 
 
+def input_file_options(command):
+    """COLLECTION_ID FILE [--format] [--id-column]: what import and append read."""
+    for option in reversed([
+        click.argument("collection_id"),
+        click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("--format", "fmt", type=click.Choice(["auto", *importers.FORMATS]), default="auto",
+                     show_default=True, help="File format; auto goes by the suffix (.jsonl/.ndjson/.json, .csv, .parquet)."),
+        click.option("--id-column", default=None, metavar="NAME",
+                     help=f"The field holding each document's id, stored as {importers.ID!r}."),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.group("collections")
 def collections() -> None:
     """Import, list and inspect document collections."""
 
 
 @collections.command("import")
-@click.argument("collection_id")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["auto", *importers.FORMATS]), default="auto", show_default=True,
-              help="File format; auto goes by the suffix (.jsonl/.ndjson/.json, .csv, .parquet).")
-@click.option("--id-column", default=None, metavar="NAME",
-              help=f"The field holding each document's id, stored as {importers.ID!r}.")
+@input_file_options
 @storage_option
 def import_collection(collection_id: str, file: Path, fmt: str, id_column: str | None,
                       storage_root: str | None) -> None:
@@ -66,12 +75,7 @@ def import_collection(collection_id: str, file: Path, fmt: str, id_column: str |
 
 
 @collections.command("append")
-@click.argument("collection_id")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["auto", *importers.FORMATS]), default="auto", show_default=True,
-              help="File format; auto goes by the suffix (.jsonl/.ndjson/.json, .csv, .parquet).")
-@click.option("--id-column", default=None, metavar="NAME",
-              help=f"The field holding each document's id, stored as {importers.ID!r}.")
+@input_file_options
 @click.option("--name", "file_name", default=None, metavar="FILE.parquet",
               help="The new file's name in the collection (default: FILE's stem, .parquet).")
 @storage_option
