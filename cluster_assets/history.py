@@ -144,7 +144,8 @@ def summarize(instance: dg.DagsterInstance, record, cluster_name: str) -> RunSum
         if materialization is None or materialization.asset_key.path[0] != cluster_name:
             continue
         stage = materialization.asset_key.path[-1]
-        summary.materialized.append(stage)
+        if stage not in summary.materialized:  # a per-file stage records one materialization per file
+            summary.materialized.append(stage)
         meta = {k: _value(v) for k, v in materialization.metadata.items()}
         if stage == "assignments":
             summary.documents = meta.get("documents")

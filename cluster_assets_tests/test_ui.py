@@ -95,9 +95,9 @@ def test_finished_run_with_its_metadata(finished_run):
     assert "members_artifact" in body or "centroids_artifact" in body
     shot(page, "run")
 
-    visit(page, f"{server.url}/assets/blobs/assignments")
+    visit(page, f"{server.url}/assets/blobs/labels")  # the fit's readout and its checks
     page.get_by_text("num_clusters").first.wait_for(state="visible")
     page.get_by_text("Latest check results").first.wait_for()
     body = page.inner_text("body")
-    assert "silhouette_sample" in body and "kmeans" in body
+    assert "silhouette" in body and "kmeans" in body
     shot(page, "asset-metadata")
