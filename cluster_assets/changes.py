@@ -12,7 +12,10 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cluster_assets import partitions
+from cluster_assets.quality import ClusterStats
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.assign import SOURCE_META
@@ -86,6 +89,53 @@ def assigned_fingerprint(storage: Storage, spec: ClusterDefinition, fit_id: str,
     return json.loads(meta.get(SOURCE_META, b"{}"))
 
 
+def fit_readout(stats: ClusterStats, centroids: dict[int, np.ndarray]) -> tuple[float, float, int]:
+    """(count-weighted mean cosine of the documents to their centroid, noise share, documents) of ``stats``."""
+    ids = [c for c in stats.cluster_ids() if c in centroids]
+    documents = sum(stats.counts.values())
+    noise = stats.counts.get(-1, 0) / documents if documents else 0.0
+    if not ids:
+        return 0.0, noise, documents
+    cohesion = stats.cohesion(ids, np.array([centroids[c] for c in ids]))
+    counts = np.array([stats.counts[c] for c in ids], dtype=np.float64)
+    return float(np.average(cohesion, weights=counts)), noise, documents
+
+
+def new_files_drift(storage: Storage, spec: ClusterDefinition, current: layout.CurrentFit,
+                    assigned: set[str]) -> str | None:
+    """The drift check on files assigned since the fit: their cohesion and noise share against the fit's own.
+
+    Reads only the fit's per-file stats (one row per cluster) and its centroids; None when within limits
+    or when too few new documents arrived to judge.
+    """
+    new = sorted(assigned - set(current.partitions))
+    if not new:
+        return None
+    clusters = storage.read_table(*layout.fit_parts(spec, current.fit_id, layout.CLUSTERS))
+    dim = clusters.schema.field("centroid").type.list_size
+    matrix = clusters.column("centroid").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    centroids = {int(c): matrix[i] for i, c in enumerate(clusters.column("cluster_id").to_pylist())}
+
+    def stats_of(files):
+        total = ClusterStats()
+        for p in files:
+            parts = layout.file_parts(spec, current.fit_id, p, layout.STATS)
+            if storage.exists(*parts):
+                total.merge(ClusterStats.from_table(storage.read_table(*parts)))
+        return total
+
+    new_cohesion, new_noise, documents = fit_readout(stats_of(new), centroids)
+    if documents < spec.checks.new_files_min_documents:
+        return None
+    fit_cohesion, fit_noise, _ = fit_readout(stats_of(current.partitions), centroids)
+    if new_cohesion < fit_cohesion - spec.checks.new_files_max_cohesion_drop:
+        return (f"the {documents} documents assigned since the fit lie farther from their centroids "
+                f"(cohesion {new_cohesion:.3f} against the fit's {fit_cohesion:.3f})")
+    if new_noise > fit_noise + spec.checks.new_files_max_noise_increase:
+        return f"the {documents} documents assigned since the fit are {new_noise:.0%} noise (the fit: {fit_noise:.0%})"
+    return None
+
+
 def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> FileChanges:
     files = source_files(storage, spec)
     for key in files:
@@ -107,6 +157,11 @@ def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_versi
         changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
     assigned = assigned_files(storage, spec, current.fit_id)
+    drift = new_files_drift(storage, spec, current, assigned & set(files))
+    if drift:
+        changes.refit_reason = drift
+        changes.new_documents = sum(file_rows(storage, f) for f in files)
+        return changes
     for key in known:
         if key not in files:
             continue

@@ -12,7 +12,9 @@
   their per-file stages (assignments, reduced_coords, enriched_collection) with the
   current fit: no refit, no rewrite of the files already done. Gone files lose their
   partition and their enriched file. It requests a full run (a refit) instead when
-  there is no complete fit yet or the definition changed since the fit (code version).
+  there is no complete fit yet, the definition changed since the fit (code version),
+  or the files assigned since the fit drifted from it (``changes.new_files_drift``: their
+  cohesion or noise share against the fit's own, thresholds in ``checks``).
   Run keys name the fit and the files, so a retried tick never starts a second run.
   A collection that cannot be read logs the error and skips the tick.
 
@@ -44,6 +46,7 @@ TAG_DEFINITION = "cluster_assets/definition"  # the cluster_name as written in t
 TAG_TRIGGER = "cluster_assets/trigger"  # the trigger's name inside its definition
 TAG_TRIGGER_TYPE = "cluster_assets/trigger_type"
 TAG_NEW_DOCUMENTS = "cluster_assets/new_documents"
+TAG_REFIT_REASON = "cluster_assets/refit_reason"
 
 EVENT_SENSOR_INTERVAL_S = 30
 
@@ -213,7 +216,8 @@ def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDe
         context.log.info(f"{name}: {changes.refit_reason}: requesting a full run")
         keys = [k for k in changes.known if k in changes.files] + changes.new_files
         request = dg.RunRequest(run_key=f"{name}:refit:{version}:{changes.fit_id}:{changes.listing_digest}",
-                                asset_selection=stage_keys(spec), tags={**counted, **partitions.range_tags(keys)})
+                                asset_selection=stage_keys(spec),
+                                tags={**counted, **partitions.range_tags(keys), TAG_REFIT_REASON: changes.refit_reason})
         return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=add + _forget(
             storage, spec, changes.gone_files))
     requests = []

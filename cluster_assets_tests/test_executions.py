@@ -38,9 +38,9 @@ def history(dagster_home, definitions_dir, storage):
     manual = materialize_group(definitions_dir, "blobs", instance)
     materialize_group(definitions_dir, "other", instance)
     schedule = defs.resolve_schedule_def("blobs__nightly")
-    tick = schedule.evaluate_tick(dg.build_schedule_context(
-        instance=instance, resources={"storage": StorageResource(root=storage.root)},
-        scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc)))
+    with dg.build_schedule_context(instance=instance, resources={"storage": StorageResource(root=storage.root)},
+                                   scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc)) as context:
+        tick = schedule.evaluate_tick(context)
     [scheduled] = launch(defs, instance, tick)
     return {"manual": manual.run_id, "scheduled": scheduled.run_id, "defs": defs, "instance": instance,
             "storage": storage}

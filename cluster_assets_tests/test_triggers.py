@@ -15,7 +15,7 @@ from cluster_assets.loader import build_defs
 from cluster_assets.resources import StorageResource
 from cluster_assets.spec import load_definitions
 from cluster_assets_tests.conftest import launch, write_definition
-from cluster_assets_tests.small import append_blobs, definition, write_blobs
+from cluster_assets_tests.small import append_blobs, blobs_table, definition, write_blobs
 
 GROUP_KEYS = {f"blobs/{s}" for s in STAGES}
 
@@ -82,9 +82,11 @@ def test_schedule_tick_has_run_key_and_tags(defs_with_triggers, storage, tmp_pat
     instance = dg.DagsterInstance.local_temp(str(tmp_path))  # a schedule needs a persistent instance
 
     def tick(at):
-        return nightly.evaluate_tick(dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=at,
-            resources={"storage": StorageResource(root=storage.root)})).run_requests
+        # `with`: the context opens the instance from its ref and must close it, or the instance's
+        # defs-state storage stays Dagster's current one after the instance is gone
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                       resources={"storage": StorageResource(root=storage.root)}) as context:
+            return nightly.evaluate_tick(context).run_requests
 
     first, again, later = tick(when), tick(when), tick(when + dt.timedelta(days=1))
     assert len(first) == 1
@@ -171,6 +173,27 @@ def test_event_sensor_fits_first_then_assigns_only_new_files_with_the_current_fi
     new_docs = storage.read_table("collections", "points_blobs_enriched", "part-2000.parquet")
     assert new_docs.num_rows == 3 and new_docs.column("cluster_id").null_count == 0
     assert sensor.evaluate_tick(event_context(instance, storage)).skip_message.startswith("no new")
+
+
+def test_new_files_that_drift_from_the_fit_make_the_sensor_refit(defs_with_triggers, storage):
+    sensor = defs_with_triggers.resolve_sensor_def("blobs__on_arrival")
+    instance = dg.DagsterInstance.ephemeral()
+    [full] = launch(defs_with_triggers, instance, sensor.evaluate_tick(event_context(instance, storage)))
+    assert full.success
+    # like the fit's documents: assigned, no refit
+    append_blobs(storage, "points", 60, start=1000, seed=3)
+    [same] = launch(defs_with_triggers, instance, sensor.evaluate_tick(event_context(instance, storage)))
+    assert same.success
+    assert sensor.evaluate_tick(event_context(instance, storage)).skip_message.startswith("no new")
+    # documents of a topic the fit never saw (a far-away blob): assigned first, then they drift it
+    storage.write_table(blobs_table(per_blob=150, start=5000, seed=4, centers=(-9.0,)), "collections", "points",
+                        "part-5000.parquet")
+    [far] = launch(defs_with_triggers, instance, sensor.evaluate_tick(event_context(instance, storage)))
+    assert far.success
+    refit = sensor.evaluate_tick(event_context(instance, storage))
+    [request] = refit.run_requests
+    assert {k.to_user_string() for k in request.asset_selection} == GROUP_KEYS  # a full run: a refit
+    assert "farther from their centroids" in request.tags[triggers.TAG_REFIT_REASON]
 
 
 def test_event_sensor_fires_at_exactly_min_new_documents(definitions_dir, storage):

@@ -99,7 +99,9 @@ class Webhook(_Strict):
 
 
 class Checks(_Strict):
-    """Thresholds of the asset checks on ``<cluster>/assignments``; a failing check warns unless ``blocking``."""
+    """Thresholds of the asset checks on each fit (declared on ``<cluster>/labels``); a failing check warns
+    unless ``blocking``. The ``new_files_*`` thresholds are the event sensor's drift check on files assigned
+    since the fit: beyond either, the sensor requests a refit."""
 
     enabled: bool = True
     # drift: share of documents (present in both runs) that changed cluster, after matching cluster ids
@@ -110,3 +112,9 @@ class Checks(_Strict):
     # empty cluster: fewer documents than this (cluster ids are 0..k-1, so a missing id is an empty cluster)
     min_cluster_size: int = Field(1, ge=1)
     blocking: bool = False
+    # new files' mean cosine to their centroid may fall this far below the fit's own before a refit
+    new_files_max_cohesion_drop: float = Field(0.1, ge=0.0, le=2.0)
+    # and their noise share may rise this far above the fit's own
+    new_files_max_noise_increase: float = Field(0.1, ge=0.0, le=1.0)
+    # the drift check waits for at least this many new documents
+    new_files_min_documents: int = Field(100, ge=1)
