@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,23 +92,46 @@ def render_html(data: MapData) -> str:
     return TEMPLATE.replace("__TITLE__", html.escape(data.title)).replace("__DATA__", _script_json(payload))
 
 
+def map_data(members: pa.Table, clusters: list[ClusterInfo], texts: dict[str, dict], title: str,
+             max_points: int = MAX_POINTS, seed: int = 0, snippet_chars: int = SNIPPET_CHARS) -> MapData:
+    """A map's data from its members (document_id, cluster_id, x, y[, z]), its clusters and the documents'
+    payloads (document_id -> fields), at most ``max_points`` of them drawn."""
+    total = members.num_rows
+    members = members.take(pa.array(sample_rows(total, max_points, seed)))
+    axes = [a for a in ("x", "y", "z") if a in members.column_names]
+    coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
+    labels = members.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
+    ids = members.column("document_id").to_pylist()
+    snippets = []
+    for i in ids:
+        row = texts.get(str(i), {})
+        text = " ".join(t for t in (text_of(v) for k, v in row.items() if k != "document_id") if t)
+        snippets.append(" ".join(text.split())[:snippet_chars])
+    return MapData(ids, coords, labels, snippets, clusters, title=title, total_points=total)
+
+
+def numbered_clusters(labels: np.ndarray) -> list[ClusterInfo]:
+    found, counts = np.unique(labels[labels >= 0], return_counts=True)
+    return [ClusterInfo(int(c), f"Cluster {c}", int(n)) for c, n in zip(found, counts)]
+
+
 def sample_rows(n: int, limit: int, seed: int = 0) -> np.ndarray:
     if n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def _text_of(value) -> str:
+def text_of(value) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return " ".join(t for t in (_text_of(v) for v in value.values()) if t)
+        return " ".join(t for t in (text_of(v) for v in value.values()) if t)
     if isinstance(value, list):
-        return " ".join(t for t in (_text_of(v) for v in value[:5]) if t)
+        return " ".join(t for t in (text_of(v) for v in value[:5]) if t)
     return ""
 
 
-def _clusters_of(table: pa.Table, counts: dict[int, int] | None = None) -> list[ClusterInfo]:
+def clusters_of(table: pa.Table, counts: dict[int, int] | None = None) -> list[ClusterInfo]:
     wanted = [c for c in ("cluster_id", "count", "label", "keywords", "cluster_path") if c in table.column_names]
     out = []
     for row in table.select(wanted).to_pylist():
@@ -118,65 +140,6 @@ def _clusters_of(table: pa.Table, counts: dict[int, int] | None = None) -> list[
                                int((counts or {}).get(c, row.get("count") or 0)),
                                list(row.get("keywords") or []), list(row.get("cluster_path") or [])))
     return out
-
-
-def current_clusters(storage, spec, fit_id: str) -> tuple[list[ClusterInfo], str | None]:
-    """The clusters of a fit with their labels; numbered, with a note saying so, while it has none."""
-    from cluster_assets.stages import layout
-
-    clusters = storage.read_table(*layout.fit_parts(spec, fit_id, layout.CLUSTERS), columns=["cluster_id", "count"])
-    counts = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist()))
-    labels_parts = layout.fit_parts(spec, fit_id, layout.LABELS)
-    if not storage.exists(*labels_parts):
-        return [ClusterInfo(c, f"Cluster {c}", n) for c, n in counts.items()], \
-            "no labels yet: clusters are shown by number"
-    return _clusters_of(storage.read_table(*labels_parts), counts), None
-
-
-def run_map_data(storage, spec, run_id: str, max_points: int = MAX_POINTS, seed: int = 0,
-                 snippet_chars: int = SNIPPET_CHARS, clusters: list[ClusterInfo] | None = None) -> MapData:
-    """One run's map: its members artifact, the labels of its centroids artifact (or ``clusters``),
-    and document snippets."""
-    from cluster_assets.features import parse_address
-    from cluster_assets.stages import layout
-    from cluster_assets.stages.label import payload_rows, text_columns
-
-    members = storage.read_table(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
-    total = members.num_rows
-    members = members.take(pa.array(sample_rows(total, max_points, seed)))
-    axes = [a for a in ("x", "y", "z") if a in members.column_names]
-    coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
-    labels = members.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
-    ids = members.column("document_id").to_pylist()
-    notes: list[str] = []
-    centroid_parts = layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT)
-    if clusters is not None:
-        pass
-    elif storage.exists(*centroid_parts):
-        clusters = _clusters_of(storage.read_table(*centroid_parts))
-    else:
-        notes.append("this run has no labels yet: clusters are shown by number")
-        found, counts = np.unique(labels[labels >= 0], return_counts=True)
-        clusters = [ClusterInfo(int(c), f"Cluster {c}", int(n)) for c, n in zip(found, counts)]
-    features = {parse_address(a) for a in spec.feature_addresses}
-    texts = payload_rows(storage, spec, pa.array(ids, pa.string()), lambda s: text_columns(s, spec, features))
-    snippets = []
-    for i in ids:
-        row = texts.get(str(i), {})
-        text = " ".join(t for t in (_text_of(v) for k, v in row.items() if k != "document_id") if t)
-        snippets.append(" ".join(text.split())[:snippet_chars])
-    return MapData(ids, coords, labels, snippets, clusters, title=f"{spec.cluster_name} · run {run_id[:8]}",
-                   total_points=total, notes=notes)
-
-
-def write_run_map(storage, spec, run_id: str, max_points: int = MAX_POINTS,
-                  clusters: list[ClusterInfo] | None = None, notes: Sequence[str] = ()) -> str:
-    """Write ``artifacts/<cluster>/<run_id>/map.html`` and return its URI."""
-    from cluster_assets.stages import layout
-
-    data = run_map_data(storage, spec, run_id, max_points, clusters=clusters)
-    data.notes.extend(notes)
-    return storage.write_bytes(render_html(data).encode("utf-8"), *layout.artifact_parts(spec, run_id, layout.MAP_HTML_ARTIFACT))
 
 
 TEMPLATE = r"""<!doctype html>

@@ -18,6 +18,7 @@ from cluster_assets.cli.common import fail, open_storage, storage_option
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, check_safe_id, load_definitions
 from cluster_assets.stages import layout
+from cluster_assets.stages.map import write_run_map
 from cluster_assets.storage import Storage
 
 
@@ -67,7 +68,7 @@ def map_command(cluster: str, run_id: str | None, open_browser: bool, output: Pa
     spec = find_definition(cluster, definitions_dir)
     storage = open_storage(storage_root)
     chosen = choose_run(storage, cluster, run_id)
-    uri = map_html.write_run_map(storage, spec, chosen, max_points)
+    uri = write_run_map(storage, spec, chosen, max_points)
     local = Path(uri) if not storage.scheme else None
     if output is not None or local is None:
         output = output or Path.cwd() / f"{cluster}-{chosen[:8]}-map.html"

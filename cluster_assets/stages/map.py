@@ -14,7 +14,8 @@ from cluster_assets import cluster_map, map_html
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.context import LineageError, StageContext
-from cluster_assets.stages.label import assigned_partitions
+from cluster_assets.features import parse_address
+from cluster_assets.stages.label import assigned_partitions, payload_rows, text_columns
 from cluster_assets.stages.reduce import AXES, fit_members
 from cluster_assets.stages.result import StageResult, timed
 
@@ -43,7 +44,7 @@ def run_cluster_map(ctx: StageContext) -> StageResult:
 def draw_maps(storage, spec: ClusterDefinition, run_id: str, fit_id: str, members: pa.Table, axes: tuple[str, ...],
               result: StageResult) -> None:
     """The run's map: a PNG artifact, a small copy inline in the metadata, and the interactive HTML."""
-    clusters, note = map_html.current_clusters(storage, spec, fit_id)
+    clusters, note = current_clusters(storage, spec, fit_id)
     names = {c.cluster_id: c.label for c in clusters}
     coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes[:2]])
     labels = members.column("cluster_id").to_numpy(zero_copy_only=False)
@@ -55,7 +56,49 @@ def draw_maps(storage, spec: ClusterDefinition, run_id: str, fit_id: str, member
     markdown, size = cluster_map.inline_markdown(coords, labels, names, title=title)
     result.markdown["map"] = markdown + (f"\n\n_{note}_" if note else "")
     result.metadata["map_labels_drawn"] = picture.labels_drawn
-    result.paths["map_html"] = map_html.write_run_map(storage, spec, run_id, clusters=clusters,
-                                                      notes=[note] if note else [])
+    result.paths["map_html"] = write_run_map(storage, spec, run_id, clusters=clusters, notes=[note] if note else [])
     if note:
         result.warnings.append(f"map: {note}")
+
+
+def current_clusters(storage, spec: ClusterDefinition, fit_id: str) -> tuple[list[map_html.ClusterInfo], str | None]:
+    """The clusters of a fit with their labels; numbered, with a note saying so, while it has none."""
+    clusters = storage.read_table(*layout.fit_parts(spec, fit_id, layout.CLUSTERS), columns=["cluster_id", "count"])
+    counts = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("count").to_pylist()))
+    labels_parts = layout.fit_parts(spec, fit_id, layout.LABELS)
+    if not storage.exists(*labels_parts):
+        return [map_html.ClusterInfo(c, f"Cluster {c}", n) for c, n in counts.items()], \
+            "no labels yet: clusters are shown by number"
+    return map_html.clusters_of(storage.read_table(*labels_parts), counts), None
+
+
+def run_map_data(storage, spec: ClusterDefinition, run_id: str, max_points: int = map_html.MAX_POINTS,
+                 clusters: list[map_html.ClusterInfo] | None = None) -> map_html.MapData:
+    """One run's map: its members artifact, the labels of its centroids artifact (or ``clusters``),
+    and document snippets."""
+
+    members = storage.read_table(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
+    shown = members.take(pa.array(map_html.sample_rows(members.num_rows, max_points)))
+    notes: list[str] = []
+    centroid_parts = layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT)
+    if clusters is None and storage.exists(*centroid_parts):
+        clusters = map_html.clusters_of(storage.read_table(*centroid_parts))
+    elif clusters is None:
+        notes.append("this run has no labels yet: clusters are shown by number")
+        clusters = map_html.numbered_clusters(members.column("cluster_id").to_numpy(zero_copy_only=False))
+    features = {parse_address(a) for a in spec.feature_addresses}
+    texts = payload_rows(storage, spec, shown.column("document_id").combine_chunks().cast(pa.string()),
+                         lambda s: text_columns(s, spec, features))
+    data = map_html.map_data(shown, clusters, texts, f"{spec.cluster_name} · run {run_id[:8]}", max_points)
+    data.total_points = members.num_rows
+    data.notes.extend(notes)
+    return data
+
+
+def write_run_map(storage, spec: ClusterDefinition, run_id: str, max_points: int = map_html.MAX_POINTS,
+                  clusters: list[map_html.ClusterInfo] | None = None, notes=()) -> str:
+    """Write ``artifacts/<cluster>/<run_id>/map.html`` and return its URI."""
+    data = run_map_data(storage, spec, run_id, max_points, clusters=clusters)
+    data.notes.extend(notes)
+    return storage.write_bytes(map_html.render_html(data).encode("utf-8"),
+                               *layout.artifact_parts(spec, run_id, layout.MAP_HTML_ARTIFACT))
