@@ -192,14 +192,14 @@ def test_a_definition_whose_dagster_objects_fail_to_build_is_skipped(definitions
 
     write_definition(definitions_dir, GOOD)
     broken = write_definition(definitions_dir, {**GOOD, "cluster_name": "broken"})
-    real = factory._code_version
+    real = factory.code_version
 
     def code_version(spec):
         if spec.cluster_name == "broken":
             raise MemoryError()
         return real(spec)
 
-    monkeypatch.setattr(factory, "_code_version", code_version)
+    monkeypatch.setattr(factory, "code_version", code_version)
     defs, errors = skipped(definitions_dir, caplog)
     assert errors == [f"skipping cluster definition: {broken}: cannot build its Dagster objects: MemoryError: "]
     assert {key.path[0] for key in defs.resolve_asset_graph().get_all_asset_keys()} == {"collections", "points"}
@@ -299,9 +299,9 @@ def test_vectors_whose_squared_norm_overflows_float32(definitions_dir, storage):
     write_definition(definitions_dir, GOOD)
     step, message = failure(definitions_dir)
     assert step == "embeddings"
-    assert message == ("collection 'points', column 'vec': document 'doc-7' has a vector of magnitude 1.0e+30 "
-                       "(values up to 1.0e+30); its squared norm overflows float32 (max 3.4e+38): rescale the "
-                       "vectors (2 documents)")
+    assert message == ("collection 'points', file part-0.parquet, column 'vec': document 'doc-7' has a vector of "
+                       "magnitude 1.0e+30 (values up to 1.0e+30); its squared norm overflows float32 (max 3.4e+38): "
+                       "rescale the vectors (2 documents)")
 
 
 def test_duplicate_document_ids(definitions_dir, storage):
