@@ -11,6 +11,7 @@ from cluster_assets.cli.common import CommandGroup
 from cluster_assets.cli.definitions import definitions
 from cluster_assets.cli.executions import executions
 from cluster_assets.cli.map import map_command
+from cluster_assets.cli.prune import prune_command
 from cluster_assets.cli.run import run_command
 from cluster_assets.cli.taxonomy import taxonomy
 
@@ -22,6 +23,7 @@ COMMANDS = [
     executions,
     map_command,
     taxonomy,
+    prune_command,
 ]
 
 
