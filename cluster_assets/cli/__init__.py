@@ -14,6 +14,7 @@ from cluster_assets.cli.map import map_command
 from cluster_assets.cli.prune import prune_command
 from cluster_assets.cli.run import run_command
 from cluster_assets.cli.taxonomy import taxonomy
+from cluster_assets.cli.upgrade import upgrade_command
 
 COMMANDS = [
     run_command,
@@ -24,6 +25,7 @@ COMMANDS = [
     map_command,
     taxonomy,
     prune_command,
+    upgrade_command,
 ]
 
 
