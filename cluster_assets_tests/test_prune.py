@@ -94,3 +94,35 @@ def test_prune_keeps_everything_younger_than_keep_days_and_needs_the_instance(
     done = prune()
     assert done.exit_code == 0 and "0 folders deleted" in done.output, done.output
     assert sorted(os.listdir(os.path.join(storage_root, "assets", "blobs", "fits"))) == ["run1", "run2", "run3"]
+
+
+def test_prune_and_upgrade_on_s3(moto_s3):
+    """The same folders go on S3 (prefixes deleted, objects moved with a managed copy)."""
+    import boto3
+
+    from cluster_assets import retention, upgrade
+    from cluster_assets.spec.definition import Retention
+    from cluster_assets.storage import Storage
+
+    boto3.client("s3").create_bucket(Bucket="store")
+    storage = Storage("s3://store/root")
+    for fit_id in ("old", "new"):
+        storage.write_bytes(json.dumps({"fit_id": fit_id, "sample_id": fit_id}).encode(),
+                            "assets", "blobs", "fits", fit_id, "fit.json")
+        storage.write_bytes(b"x", "assets", "blobs", "samples", fit_id, "sample.parquet")
+        storage.write_bytes(b"x", "artifacts", "blobs", fit_id, "centroids.parquet")
+    storage.write_bytes(json.dumps({"fit_id": "new", "sample_id": "new"}).encode(), "assets", "blobs", "current.json")
+    storage.write_bytes(b"old model", "assets", "blobs", "model.pkl")  # the previous release's flat output
+
+    plan = retention.plan(storage, "blobs", Retention(keep_fits=1, keep_days=0))
+    assert sorted((e.kind, e.id) for e in plan.doomed) == [("artifacts", "old"), ("fit", "old"), ("sample", "old")]
+    retention.prune(storage, plan.doomed)
+    assert storage.list_dir("assets", "blobs", "fits") == ["new"]
+    assert storage.list_dir("assets", "blobs", "samples") == ["new"]
+    assert storage.list_dir("artifacts", "blobs") == ["new"]
+
+    moves = upgrade.plan_moves(storage)
+    assert [m.name for m in moves] == ["model.pkl"]
+    upgrade.apply(storage, moves)
+    assert storage.read_bytes("assets", "blobs", "legacy", "model.pkl") == b"old model"
+    assert not storage.exists("assets", "blobs", "model.pkl") and storage.exists("assets", "blobs", "current.json")
