@@ -126,3 +126,13 @@ def test_prune_and_upgrade_on_s3(moto_s3):
     upgrade.apply(storage, moves)
     assert storage.read_bytes("assets", "blobs", "legacy", "model.pkl") == b"old model"
     assert not storage.exists("assets", "blobs", "model.pkl") and storage.exists("assets", "blobs", "current.json")
+
+
+def test_a_retention_policy_is_no_change_of_the_definition_s_code_version():
+    from cluster_assets.factory import code_version
+    from cluster_assets.spec import ClusterDefinition
+
+    plain = ClusterDefinition.model_validate(definition())
+    kept_longer = ClusterDefinition.model_validate(definition(retention={"keep_fits": 10, "keep_days": 365}))
+    assert code_version(plain) == code_version(kept_longer)
+    assert code_version(plain) != code_version(ClusterDefinition.model_validate(definition(sample_size=50)))
