@@ -167,10 +167,12 @@ def pool_name(spec: ClusterDefinition) -> str:
 
 
 def code_version(spec: ClusterDefinition) -> str:
-    """Changes when the definition changes, so the UI flags assets built from an older definition."""
+    """Changes when the definition changes, so the UI flags assets built from an older definition.
+    ``retention`` is left out: how long outputs are kept never changes them (and must not cause a refit)."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    body = spec.model_dump(mode="json", exclude={"retention"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def taxonomy_key(name: str) -> dg.AssetKey:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from cluster_assets.processes import process_alive, this_host
 from cluster_assets.triggers import TAG_CLUSTER, TAG_DEFINITION, TAG_TRIGGER
@@ -36,7 +35,7 @@ def record_run_host(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
 
 def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The process that started the run (the pid of its RUN_START event)."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
     event = records[0].event_log_entry.dagster_event if records else None
     return event.pid if event is not None else None
 
@@ -61,7 +60,7 @@ def planned_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[dg.Ass
     """The assets a run set out to materialize: its selection, else its planned materializations."""
     if run.asset_selection:
         return set(run.asset_selection)
-    records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
     return {r.event_log_entry.dagster_event.asset_key for r in records if r.event_log_entry.dagster_event}
 
 
@@ -138,7 +137,7 @@ def summarize(instance: dg.DagsterInstance, record, cluster_name: str) -> RunSum
     run: dg.DagsterRun = record.dagster_run
     summary = RunSummary(run_id=run.run_id, cluster_name=cluster_name, status=run.status.value,
                          trigger=trigger_of(run), started_at=record.start_time, ended_at=record.end_time)
-    records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     for r in records:
         materialization = r.event_log_entry.asset_materialization
         if materialization is None or materialization.asset_key.path[0] != cluster_name:

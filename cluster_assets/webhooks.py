@@ -46,7 +46,6 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 import requests
-from dagster._core.events import DagsterEventType
 
 from cluster_assets import history
 from cluster_assets.secrets import redact_endpoint as redact
@@ -62,9 +61,9 @@ STANDARD_SIGNATURE_HEADER = "webhook-signature"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 BACKOFF_S = 0.5
 EVENTS = {
-    "success": DagsterEventType.RUN_SUCCESS,
-    "failure": DagsterEventType.RUN_FAILURE,
-    "canceled": DagsterEventType.RUN_CANCELED,
+    "success": dg.DagsterEventType.RUN_SUCCESS,
+    "failure": dg.DagsterEventType.RUN_FAILURE,
+    "canceled": dg.DagsterEventType.RUN_CANCELED,
 }
 TICK_BUDGET_S = 40.0  # Dagster cuts a sensor tick at 60 s; the rest is left for reading the instance
 TICK_INTERVAL_S = 15
@@ -174,7 +173,7 @@ def deliver(webhook: Webhook, body: bytes, headers: dict[str, str], log=logger, 
 
 
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE, limit=1).records
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1).records
     event = records[0].event_log_entry.dagster_event if records else None
     return event.message if event else None
 

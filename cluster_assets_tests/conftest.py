@@ -124,3 +124,28 @@ def moto_s3(tmp_path, monkeypatch) -> str:
         monkeypatch.delenv(name, raising=False)
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (cluster_assets_tests/postgres.py); skips, saying why,
+    when the server binaries are absent."""
+    from cluster_assets_tests.postgres import start_server
+
+    server = start_server()
+    if isinstance(server, str):
+        pytest.skip(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server, request) -> dict:
+    """A fresh database on the session's server: the ``postgres_db`` fields of dagster-postgres."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    postgres_server.create_database(name)
+    return {"hostname": postgres_server.host, "port": postgres_server.port, "username": postgres_server.user,
+            "password": "", "db_name": name}

@@ -38,18 +38,19 @@ def test_collections_append_adds_one_file_and_refuses_what_would_break_a_partiti
     jsonl = tmp_path / "more.jsonl"
     jsonl.write_text("\n".join(json.dumps({**r, "vec": [float(v) for v in r["vec"]]}) for r in rows))
     runner = CliRunner()
-    done = runner.invoke(main, ["collections", "append", "points", str(jsonl)])
+    done = runner.invoke(main, ["collections", "append", "points", str(jsonl), "--allow-small"])
     assert done.exit_code == 0, done.output
     assert "appended 6 documents to collection 'points'" in done.output
     after = hashes(Path(storage.root) / "collections" / "points")
     assert set(after) == {"part-0.parquet", "more.parquet"} and after["part-0.parquet"] == before["part-0.parquet"]
-    again = runner.invoke(main, ["collections", "append", "points", str(jsonl)])
+    again = runner.invoke(main, ["collections", "append", "points", str(jsonl), "--allow-small"])
     assert again.exit_code != 0 and "already has a file more.parquet" in again.output
-    bad = runner.invoke(main, ["collections", "append", "points", str(jsonl), "--name", "a...b.parquet"])
+    bad = runner.invoke(main, ["collections", "append", "points", str(jsonl), "--name", "a...b.parquet",
+                               "--allow-small"])
     assert bad.exit_code != 0 and "cannot take '...' in a partition key" in bad.output
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"document_id": "x", "text": 5, "vec": [1.0, 2.0, 3.0, 4.0]}))
-    mismatch = runner.invoke(main, ["collections", "append", "points", str(other)])
+    mismatch = runner.invoke(main, ["collections", "append", "points", str(other), "--allow-small"])
     assert mismatch.exit_code != 0 and "column 'text' is int64 but string in collection 'points'" in mismatch.output
     assert hashes(Path(storage.root) / "collections" / "points") == after  # nothing written by the refusals
 

@@ -11,8 +11,10 @@ from cluster_assets.cli.common import CommandGroup
 from cluster_assets.cli.definitions import definitions
 from cluster_assets.cli.executions import executions
 from cluster_assets.cli.map import map_command
+from cluster_assets.cli.prune import prune_command
 from cluster_assets.cli.run import run_command
 from cluster_assets.cli.taxonomy import taxonomy
+from cluster_assets.cli.upgrade import upgrade_command
 
 COMMANDS = [
     run_command,
@@ -22,6 +24,8 @@ COMMANDS = [
     executions,
     map_command,
     taxonomy,
+    prune_command,
+    upgrade_command,
 ]
 
 

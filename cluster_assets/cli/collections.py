@@ -18,6 +18,9 @@ from cluster_assets.storage import CollectionError, Storage
 
 PREVIEW_ROWS = 3
 
+# Below this a file is refused by `collections append` unless --allow-small (README: Growing collections).
+MIN_APPEND_DOCUMENTS = 10_000
+
 
 def input_file_options(command):
     """COLLECTION_ID FILE [--format] [--id-column]: what import and append read."""
@@ -78,13 +81,18 @@ def import_collection(collection_id: str, file: Path, fmt: str, id_column: str |
 @input_file_options
 @click.option("--name", "file_name", default=None, metavar="FILE.parquet",
               help="The new file's name in the collection (default: FILE's stem, .parquet).")
+@click.option("--allow-small", is_flag=True,
+              help=f"Append a file of fewer than {MIN_APPEND_DOCUMENTS} documents anyway.")
 @storage_option
 def append_collection(collection_id: str, file: Path, fmt: str, id_column: str | None, file_name: str | None,
-                      storage_root: str | None) -> None:
+                      allow_small: bool, storage_root: str | None) -> None:
     """Add FILE's documents to COLLECTION_ID as one new file, atomically; the files already there are untouched.
 
     Each file of a collection is a partition of the definitions that cluster it: their
-    event triggers assign the new file with the current fit, without a refit.
+    event triggers assign the new file with the current fit, without a refit. A file of
+    fewer than 10,000 documents is refused unless --allow-small: every partition costs a
+    step per per-file stage, a row in the UI and a sensor listing, so gather small batches
+    into one file (100k-1M documents suit a partition).
     """
     from cluster_assets.partitions import check_partition_key
 
@@ -104,6 +112,10 @@ def append_collection(collection_id: str, file: Path, fmt: str, id_column: str |
         imported = importers.read_file(file, fmt, id_column)
     except importers.ImportProblem as exc:
         fail(str(exc))
+    if imported.table.num_rows < MIN_APPEND_DOCUMENTS and not allow_small:
+        fail(f"{file}: {imported.table.num_rows} documents, fewer than the {MIN_APPEND_DOCUMENTS} a file of "
+             f"collection {collection_id!r} should hold: each file is a partition (a step per per-file stage, a "
+             "row in the UI), so many small files slow every run; gather them into one file, or pass --allow-small")
     if storage.collection_exists(collection_id):
         existing = storage.collection_dataset(collection_id).schema
         mismatched = [f.name for f in imported.table.schema if f.name in existing.names

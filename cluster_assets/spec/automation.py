@@ -31,10 +31,13 @@ class CronTrigger(_TriggerBase):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
+        import dagster as dg
 
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a valid cron string (five fields: minute hour day month weekday)")
+        # Dagster's public check of a cron string is the schedule's own (its validator is private).
+        try:
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{value!r} is not a valid cron string (five fields: minute hour day month weekday)") from None
         return value
 
     @field_validator("timezone")

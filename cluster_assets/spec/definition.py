@@ -64,6 +64,15 @@ class TaxonomyClassification(_Strict):
         return check_safe_id(value, "taxonomy name")
 
 
+class Retention(_Strict):
+    """What ``cluster-assets prune`` keeps of a definition's fits, samples and run artifacts: the newest
+    ``keep_fits`` fits, and everything written in the last ``keep_days`` days (besides what the current
+    fit, a promoted taxonomy or a run in progress needs, which is never pruned)."""
+
+    keep_fits: int = Field(3, ge=1)
+    keep_days: float = Field(30, ge=0)
+
+
 class ClusterDefinition(_Strict):
     cluster_name: str
     description: str | None = None
@@ -86,6 +95,7 @@ class ClusterDefinition(_Strict):
     checks: Checks = Field(default_factory=Checks)
     # a taxonomy name (or {name, similarity_threshold}): adds taxonomy_node_id/taxonomy_label to the enrichment
     taxonomy: TaxonomyClassification | None = None
+    retention: Retention = Field(default_factory=Retention)
 
     @field_validator("cluster_name")
     @classmethod

@@ -154,7 +154,17 @@ def _load_fit(root: str, cluster: str, fit_id: str, size: int, mtime_ns: int) ->
     from cluster_assets.storage import Storage
 
     storage = Storage(root)
-    return pickle.loads(storage.read_bytes("assets", cluster, "fits", fit_id, layout.MODEL))
+    data = storage.read_bytes("assets", cluster, "fits", fit_id, layout.MODEL)
+    try:
+        fit = pickle.loads(data)
+    except (AttributeError, ImportError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+        fit = exc
+    if not isinstance(fit, Fit):
+        # pickled by code that no longer reads the same way: never guess, fit again
+        raise LineageError(f"fit {fit_id} of {cluster!r}: {storage.uri('assets', cluster, 'fits', fit_id, layout.MODEL)} "
+                           f"was written by another version of cluster_assets and cannot be loaded ({fit!r:.200}); "
+                           f"refit with a full run: `cluster-assets run {cluster}`")
+    return fit
 
 
 def load_fit(storage, spec: ClusterDefinition, fit_id: str) -> Fit:

@@ -1,0 +1,58 @@
+"""What the code imports is what pyproject.toml declares, and only Dagster's public modules are used."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "cluster_assets"
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def imported_modules() -> dict[str, str]:
+    """Top-level module -> the first file importing it (module-level and function-level imports)."""
+    found: dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, str(path.relative_to(PACKAGE.parent)))
+    return found
+
+
+def declared() -> set[str]:
+    deps = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    return {re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    dists = packages_distributions()
+    wanted = declared()
+    missing = []
+    for module, where in imported_modules().items():
+        top = module.split(".")[0]
+        if top in sys.stdlib_module_names or top == "cluster_assets":
+            continue
+        names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+        if not names & wanted:
+            missing.append(f"{where}: imports {top} ({', '.join(sorted(names))}) not in pyproject.toml")
+    assert not missing, "\n".join(missing)
+
+
+def test_no_private_dagster_modules_are_imported():
+    private = [f"{where}: {module}" for module, where in imported_modules().items()
+               if module.startswith("dagster") and any(p.startswith("_") for p in module.split(".")[1:])]
+    assert not private, private
+
+
+def test_the_production_storage_and_compute_logs_are_declared():
+    assert {"dagster-postgres", "psycopg2-binary", "dagster-aws"} <= declared()

@@ -1,0 +1,138 @@
+"""Retention: ``cluster-assets prune`` on a storage root with several fits made by real (plain) runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import dagster as dg
+from click.testing import CliRunner
+
+from cluster_assets import taxonomy
+from cluster_assets.cli import main
+from cluster_assets.spec import load_definitions
+from cluster_assets.stages import run_plain
+from cluster_assets.stages.outputs import read_output
+from cluster_assets_tests.small import definition, write_blobs
+
+DAY = 86_400
+
+
+def age(root, days: float) -> None:
+    """Every file under ``root`` last written ``days`` ago."""
+    when = time.time() - days * DAY
+    for folder, _, files in os.walk(root):
+        for name in files:
+            os.utime(os.path.join(folder, name), (when, when))
+
+
+def prune(*args: str):
+    return CliRunner().invoke(main, ["prune", *args], catch_exceptions=False)
+
+
+def test_prune_keeps_what_the_current_fit_a_taxonomy_and_a_run_in_progress_need(
+        storage, definitions_dir, dagster_home, storage_root):
+    write_blobs(storage)
+    (definitions_dir / "blobs.json").write_text(json.dumps(definition(retention={"keep_fits": 1, "keep_days": 2})))
+    spec = load_definitions(definitions_dir)[0][0].spec
+    for run_id in ("run1", "run2", "run3", "run4"):
+        run_plain(storage, spec, run_id, until="model" if run_id == "run2" else "labels")
+        if run_id == "run1":
+            taxonomy.promote(storage, "blobs", "run1", "topics")
+    # an incremental run's artifacts (no fit of its own), and a run still going
+    for run_id in ("run5", "run6"):
+        storage.write_bytes(b"x", "artifacts", "blobs", run_id, "members.parquet")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id="run6", status=dg.DagsterRunStatus.STARTED))
+    assets, artifacts = os.path.join(storage_root, "assets", "blobs"), os.path.join(storage_root, "artifacts", "blobs")
+    for i, run_id in enumerate(("run1", "run2", "run3", "run4", "run5", "run6")):
+        for folder in (os.path.join(assets, "fits", run_id), os.path.join(assets, "samples", run_id),
+                       os.path.join(artifacts, run_id)):
+            age(folder, 20 - i)  # all older than keep_days, run1 the oldest
+    before = {p: sorted(os.listdir(os.path.join(assets, p))) for p in ("fits", "samples")}
+    before["artifacts"] = sorted(os.listdir(artifacts))
+
+    dry = prune("--dry-run")
+    assert dry.exit_code == 0, dry.output
+    gone = {("fit", "run2"), ("sample", "run2"), ("artifacts", "run5")}
+    listed = {tuple(line.split()[3:5]) for line in dry.output.splitlines() if " would delete " in line}
+    assert listed == gone, dry.output
+    assert "3 folders to delete (dry run)" in dry.output
+    after_dry = {p: sorted(os.listdir(os.path.join(assets, p))) for p in ("fits", "samples")}
+    after_dry["artifacts"] = sorted(os.listdir(artifacts))
+    assert after_dry == before
+
+    done = prune("blobs")
+    assert done.exit_code == 0, done.output
+    assert [line.replace(" deleted ", " would delete ").split() for line in done.output.splitlines()
+            if " deleted " in line] == [line.split() for line in dry.output.splitlines() if " would delete " in line]
+    # current (run4), previous (run3, the drift check's), promoted (run1); run6 still running
+    assert sorted(os.listdir(os.path.join(assets, "fits"))) == ["run1", "run3", "run4"]
+    assert sorted(os.listdir(os.path.join(assets, "samples"))) == ["run1", "run3", "run4"]
+    assert sorted(os.listdir(artifacts)) == ["run1", "run3", "run4", "run6"]
+    # what is left still works: the taxonomy classifies, the current fit's outputs read back, a run goes on
+    assert taxonomy.load_taxonomy(storage, "topics").leaves.num_rows == 3
+    assert read_output(storage, "blobs", "labels.parquet").num_rows == 3
+    assert read_output(storage, "blobs", "assignments.parquet").num_rows == 120
+
+
+def test_prune_keeps_everything_younger_than_keep_days_and_needs_the_instance(
+        storage, definitions_dir, storage_root, monkeypatch):
+    write_blobs(storage)
+    (definitions_dir / "blobs.json").write_text(json.dumps(definition(retention={"keep_fits": 1})))
+    spec = load_definitions(definitions_dir)[0][0].spec
+    assert (spec.retention.keep_fits, spec.retention.keep_days) == (1, 30)
+    for run_id in ("run1", "run2", "run3"):
+        run_plain(storage, spec, run_id, until="model")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    refused = prune()
+    assert refused.exit_code == 1 and "DAGSTER_HOME is not set" in refused.output
+    monkeypatch.setenv("DAGSTER_HOME", str(storage_root))
+    with open(os.path.join(storage_root, "dagster.yaml"), "w") as f:
+        f.write("telemetry:\n  enabled: false\n")
+    done = prune()
+    assert done.exit_code == 0 and "0 folders deleted" in done.output, done.output
+    assert sorted(os.listdir(os.path.join(storage_root, "assets", "blobs", "fits"))) == ["run1", "run2", "run3"]
+
+
+def test_prune_and_upgrade_on_s3(moto_s3):
+    """The same folders go on S3 (prefixes deleted, objects moved with a managed copy)."""
+    import boto3
+
+    from cluster_assets import retention, upgrade
+    from cluster_assets.spec.definition import Retention
+    from cluster_assets.storage import Storage
+
+    boto3.client("s3").create_bucket(Bucket="store")
+    storage = Storage("s3://store/root")
+    for fit_id in ("old", "new"):
+        storage.write_bytes(json.dumps({"fit_id": fit_id, "sample_id": fit_id}).encode(),
+                            "assets", "blobs", "fits", fit_id, "fit.json")
+        storage.write_bytes(b"x", "assets", "blobs", "samples", fit_id, "sample.parquet")
+        storage.write_bytes(b"x", "artifacts", "blobs", fit_id, "centroids.parquet")
+    storage.write_bytes(json.dumps({"fit_id": "new", "sample_id": "new"}).encode(), "assets", "blobs", "current.json")
+    storage.write_bytes(b"old model", "assets", "blobs", "model.pkl")  # the previous release's flat output
+
+    plan = retention.plan(storage, "blobs", Retention(keep_fits=1, keep_days=0))
+    assert sorted((e.kind, e.id) for e in plan.doomed) == [("artifacts", "old"), ("fit", "old"), ("sample", "old")]
+    retention.prune(storage, plan.doomed)
+    assert storage.list_dir("assets", "blobs", "fits") == ["new"]
+    assert storage.list_dir("assets", "blobs", "samples") == ["new"]
+    assert storage.list_dir("artifacts", "blobs") == ["new"]
+
+    moves = upgrade.plan_moves(storage)
+    assert [m.name for m in moves] == ["model.pkl"]
+    upgrade.apply(storage, moves)
+    assert storage.read_bytes("assets", "blobs", "legacy", "model.pkl") == b"old model"
+    assert not storage.exists("assets", "blobs", "model.pkl") and storage.exists("assets", "blobs", "current.json")
+
+
+def test_a_retention_policy_is_no_change_of_the_definition_s_code_version():
+    from cluster_assets.factory import code_version
+    from cluster_assets.spec import ClusterDefinition
+
+    plain = ClusterDefinition.model_validate(definition())
+    kept_longer = ClusterDefinition.model_validate(definition(retention={"keep_fits": 10, "keep_days": 365}))
+    assert code_version(plain) == code_version(kept_longer)
+    assert code_version(plain) != code_version(ClusterDefinition.model_validate(definition(sample_size=50)))
