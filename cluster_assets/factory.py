@@ -122,6 +122,8 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             ctx = lineage.stage_context(context, spec, stage.name, storage, version)
             if "llm" in stage.resources:
                 ctx.labeler = context.resources.llm.labeler(spec, storage)
+            if "engine" in stage.resources:
+                ctx.engine = context.resources.engine.get()
             with peak_rss() as memory:
                 result = stage.run(ctx)
             result.metadata.update(memory)

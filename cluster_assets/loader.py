@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from cluster_assets import factory, triggers, webhooks
-from cluster_assets.resources import default_definitions_dir, llm_resource, storage_resource
+from cluster_assets.resources import default_definitions_dir, engine_resource, llm_resource, storage_resource
 from cluster_assets.spec import load_definitions
 
 logger = logging.getLogger("cluster_assets")
@@ -30,7 +30,7 @@ def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
         assets=[*collections, *assets],
         schedules=schedules,
         sensors=[*sensors, *webhooks.build_webhook_sensors(specs)],
-        resources={"storage": storage_resource(), "llm": llm_resource()},
+        resources={"storage": storage_resource(), "llm": llm_resource(), "engine": engine_resource()},
         # One process for the whole run: each stage is already vectorised, and the multiprocess
         # executor would pay the heavy imports (scikit-learn, UMAP's numba kernels) once per step.
         executor=dg.in_process_executor,

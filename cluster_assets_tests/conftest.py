@@ -96,3 +96,18 @@ def moto_s3(tmp_path, monkeypatch) -> str:
         monkeypatch.delenv(name, raising=False)
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, no dashboard, no usage stats) for the whole test session, started through the
+    engine's own ``connect("local")``; runs with ``CLUSTER_ASSETS_RAY_ADDRESS=local`` reuse it."""
+    import os
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    from cluster_assets.engines.ray_engine import connect
+
+    connect("local", num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -151,6 +151,13 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
     return rows, unassigned
 
 
+def enrich_into(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
+                folder: tuple[str, ...], classifier=None) -> tuple[int, int]:
+    """``enrich_file`` into ``folder`` under the file's output name: the per-file unit an engine runs."""
+    return enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, output_name(spec, partition)),
+                       classifier)
+
+
 def _sample_of(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str:
     return json.loads(storage.read_bytes(*layout.fit_parts(spec, fit_id, layout.FIT)))["sample_id"]
 
@@ -190,10 +197,10 @@ def run_enrichment(ctx: StageContext) -> StageResult:
             in_place = not manifest.get("files") or manifest.get("fit_id") == fit_id
             folder = ("collections", target) if in_place else ("collections", target, f"{STAGED}{fit_id}")
             files = dict(manifest.get("files", {})) if in_place else {}
-            for partition in mine:
+            done = ctx.engine.map(enrich_into, storage, spec, fit_id, mine, label_columns=label_columns,
+                                  folder=folder, classifier=classifier)
+            for partition, (rows, missing) in zip(mine, done):
                 out = output_name(spec, partition)
-                rows, missing = enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, out),
-                                            classifier)
                 written[target] = written.get(target, 0) + rows
                 unassigned += missing
                 files[out] = partition
@@ -213,7 +220,7 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         "target_collections": {t: storage.uri("collections", t) for t in written},
         "fields": ["cluster_id", *fields],
         "unassigned_documents": unassigned,
-        "engine": "in_process",
+        **ctx.engine.describe(),
     })
     if pending:
         result.warnings.append(f"{', '.join(pending)} still hold an earlier fit's files: the new fit's files are "
