@@ -104,10 +104,13 @@ def ray_local():
     engine's own ``connect("local")``; runs with ``CLUSTER_ASSETS_RAY_ADDRESS=local`` reuse it."""
     import os
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
     from cluster_assets.engines.ray_engine import connect
 
-    connect("local", num_cpus=2)
+    with pytest.MonkeyPatch.context() as env:  # Ray's processes take the environment they start with
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # the workers import this checkout (and cluster_assets_tests' fault functions) as the session does
+        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+        connect("local", num_cpus=2)
     yield ray
     ray.shutdown()
