@@ -113,9 +113,9 @@ def vm_hwm_mb(pid: int | str) -> float | None:
     return None
 
 
-def ray_worker_peaks() -> list[float]:
-    """Peak RSS of every Ray worker process on this machine started by this driver's Ray."""
-    peaks = []
+def ray_workers() -> list[str]:
+    """Pids of the Ray worker processes on this machine (the variant's own local Ray)."""
+    pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -124,10 +124,22 @@ def ray_worker_peaks() -> list[float]:
         except OSError:
             continue
         if cmd.startswith("ray::") or "default_worker.py" in cmd:
-            peak = vm_hwm_mb(pid)
-            if peak:
-                peaks.append(peak)
-    return sorted(peaks, reverse=True)
+            pids.append(pid)
+    return pids
+
+
+def ray_worker_peaks() -> list[float]:
+    """Peak RSS (VmHWM) of every Ray worker process, largest first."""
+    return sorted((p for p in map(vm_hwm_mb, ray_workers()) if p), reverse=True)
+
+
+def cpu_seconds(pid: str) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def disk_bytes(path: Path) -> int:
@@ -154,6 +166,8 @@ def variant(root: str, name: str) -> dict:
            "load_before": round(os.getloadavg()[0], 2)}
     before = disk_bytes(storage_root)
     wall = 0.0
+    cpu0 = {pid: cpu_seconds(pid) for pid in ray_workers()} if address else {}
+    own0 = sum(os.times()[:2])
     for stage in ("assignments", "enriched_collection"):
         ctx.engine = engine()
         t0 = time.perf_counter()
@@ -166,6 +180,11 @@ def variant(root: str, name: str) -> dict:
     out["per_file_s"] = round(wall, 2)
     out["docs_per_s"] = round(out["documents"] / wall)
     out["docs_per_s_per_core"] = round(out["documents"] / wall / out["cpus"])
+    # CPU seconds the work took (the driver's, plus every Ray worker's since the stages began): documents per
+    # CPU-second does not depend on how many cores the rest of the machine left us
+    out["driver_cpu_s"] = round(sum(os.times()[:2]) - own0, 1)
+    out["workers_cpu_s"] = round(sum(cpu_seconds(p) - cpu0.get(p, 0.0) for p in ray_workers()), 1) if address else 0.0
+    out["docs_per_cpu_s"] = round(out["documents"] / (out["driver_cpu_s"] + out["workers_cpu_s"]))
     out["driver_peak_rss_mb"] = vm_hwm_mb("self")
     out["worker_peak_rss_mb"] = ray_worker_peaks() if address else []
     out["load_after"] = round(os.getloadavg()[0], 2)
@@ -188,6 +207,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS))
     parser.add_argument("--variant", choices=list(VARIANTS))
+    parser.add_argument("--reuse", action="store_true", help="keep the data and fit already under --root")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.command == "prepare":
@@ -196,7 +216,8 @@ def main() -> None:
     if args.command == "variant":
         print(json.dumps(variant(args.root, args.variant)), flush=True)
         return
-    prepare(args.root, args.docs, args.files)
+    if not args.reuse:
+        prepare(args.root, args.docs, args.files)
     results: list[dict] = []
     names = list(args.only)
     for r in range(args.repeats):
@@ -216,7 +237,7 @@ def main() -> None:
         rows = [x for x in results if x["variant"] == name]
         med = {k: statistics.median(x[k] for x in rows)
                for k in ("assignments_s", "enriched_collection_s", "per_file_s", "docs_per_s", "docs_per_s_per_core",
-                         "driver_peak_rss_mb")}
+                         "docs_per_cpu_s", "driver_peak_rss_mb")}
         print(name, json.dumps(med), "workers' peak RSS:", [x["worker_peak_rss_mb"][:3] for x in rows])
 
 
