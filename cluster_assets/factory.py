@@ -124,6 +124,8 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
                 ctx.labeler = context.resources.llm.labeler(spec, storage)
             if stage.name == "enriched_collection":
                 ctx.previously_enriched = frozenset(previous_enrichment_targets(context))
+            if "engine" in stage.resources:
+                ctx.engine = context.resources.engine.get()
             with peak_rss() as memory:
                 result = stage.run(ctx)
             result.metadata.update(memory)

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from cluster_assets import factory, triggers, webhooks
-from cluster_assets.resources import default_definitions_dir, default_storage_root, llm_resource, storage_resource
+from cluster_assets.resources import default_definitions_dir, default_storage_root, engine_resource, llm_resource, storage_resource
 from cluster_assets.spec import DefinitionError, LoadedDefinition, load_definitions
 from cluster_assets.storage import Storage
 
@@ -127,7 +127,7 @@ def build_defs(definitions_dir: Path | None = None) -> dg.Definitions:
         assets=[*collections.values(), *factory.taxonomy_specs(loaded), *(a for b in built for a in b.assets)],
         schedules=[s for b in built for s in b.schedules],
         sensors=[*(s for b in built for s in b.sensors), *webhooks.build_webhook_sensors(specs)],
-        resources={"storage": storage_resource(), "llm": llm_resource()},
+        resources={"storage": storage_resource(), "llm": llm_resource(), "engine": engine_resource()},
         # One process for the whole run: each stage is already vectorised, and the multiprocess
         # executor would pay the heavy imports (scikit-learn, UMAP's numba kernels) once per step.
         executor=dg.in_process_executor,

@@ -87,3 +87,46 @@ def llm_resource() -> LLMResource:
             fields[field_name] = dg.EnvVar(present)
     return LLMResource(**fields)
 
+
+
+# --- the engine of the per-file work ---------------------------------------------------------------
+RAY_ADDRESS_ENV = "CLUSTER_ASSETS_RAY_ADDRESS"
+RAY_NUM_CPUS_ENV = "CLUSTER_ASSETS_RAY_NUM_CPUS"
+
+
+class EngineResource(dg.ConfigurableResource):
+    """Where the per-file stages run each file: in this process (no ``ray_address``), on a local Ray
+    started for the run (``local``), or on a Ray cluster that already runs (``auto``, ``ray://host:10001``).
+    The deployment's choice, never the definition's: the same fit gives the same assignments on each."""
+
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None  # CPUs of a ``local`` Ray (default: every core)
+    max_in_flight: int | None = None  # Ray tasks pending at once (default: twice the cluster's CPUs)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Connect when the run starts, so an unreachable cluster fails the run before any stage writes.
+        if self.ray_address:
+            from cluster_assets.engines.ray_engine import connect
+
+            connect(self.ray_address, self.ray_num_cpus)
+
+    def get(self):
+        """A fresh engine for one step (it counts the step's Ray tasks)."""
+        from cluster_assets.stages.engine import InProcessEngine
+
+        if not self.ray_address:
+            return InProcessEngine()
+        from cluster_assets.engines.ray_engine import RayEngine, connect
+
+        connect(self.ray_address, self.ray_num_cpus)
+        return RayEngine(self.max_in_flight)
+
+
+def engine_resource() -> EngineResource:
+    """In-process unless ``CLUSTER_ASSETS_RAY_ADDRESS`` is set (read through ``dg.EnvVar`` when the run starts)."""
+    fields = {}
+    if os.environ.get(RAY_ADDRESS_ENV):
+        fields["ray_address"] = dg.EnvVar(RAY_ADDRESS_ENV)
+    if os.environ.get(RAY_NUM_CPUS_ENV):
+        fields["ray_num_cpus"] = dg.EnvVar.int(RAY_NUM_CPUS_ENV)
+    return EngineResource(**fields)

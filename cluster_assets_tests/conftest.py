@@ -149,3 +149,21 @@ def postgres_db(postgres_server, request) -> dict:
     postgres_server.create_database(name)
     return {"hostname": postgres_server.host, "port": postgres_server.port, "username": postgres_server.user,
             "password": "", "db_name": name}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, no dashboard, no usage stats) for the whole test session, started through the
+    engine's own ``connect("local")``; runs with ``CLUSTER_ASSETS_RAY_ADDRESS=local`` reuse it."""
+    import os
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    from cluster_assets.engines.ray_engine import connect
+
+    with pytest.MonkeyPatch.context() as env:  # Ray's processes take the environment they start with
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # the workers import this checkout (and cluster_assets_tests' fault functions) as the session does
+        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+        connect("local", num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -34,6 +34,8 @@ class Stage:
     resources: frozenset[str] = frozenset()
 
 
+ENGINE = frozenset({"engine"})  # per-file work: the deployment's engine (in-process or Ray)
+
 STAGES: tuple[Stage, ...] = (
     Stage("sample", run_sample, (), False, True,
           "Lists the source files, checks document ids, and draws the seeded sample the model is fitted on."),
@@ -43,14 +45,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("model", run_model, ("embeddings",), False, False,
           "Fits {algorithm} and the map reducer on the sample: the fit every per-file stage uses."),
     Stage("assignments", run_assignments, ("model",), True, True,
-          "Assigns every document of each source file to a cluster of the fit (-1 = noise)."),
+          "Assigns every document of each source file to a cluster of the fit (-1 = noise).", ENGINE),
     Stage("reduced_coords", run_reduced_coords, ("model", "assignments"), True, True,
-          "Map coordinates of every document of each file; writes the run's members.parquet."),
+          "Map coordinates of every document of each file; writes the run's members.parquet.", ENGINE),
     Stage("labels", run_labels, ("embeddings", "model", "assignments"), False, True,
           "Centroids over every file and a name for every cluster (label, summary, keywords); writes the "
           "run's centroids.parquet and makes the fit current.", frozenset({"llm"})),
     Stage("enriched_collection", run_enrichment, ("assignments", "labels"), True, True,
-          "Writes each source file with cluster_id and label fields as a file of {targets}."),
+          "Writes each source file with cluster_id and label fields as a file of {targets}.", ENGINE),
     Stage("cluster_map", run_cluster_map, ("reduced_coords", "labels"), False, False,
           "The labelled map of the clusters: a PNG shown here, map.png and the interactive map.html "
           "beside the run's artifacts."),

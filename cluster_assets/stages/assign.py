@@ -82,8 +82,8 @@ def run_assignments(ctx: StageContext) -> StageResult:
     total = quality.ClusterStats()
     per_file: dict[str, int] = {}
     with timed(result, "duration_s"):
-        for partition in ctx.partitions:
-            rows, stats, fingerprint = assign_file(storage, spec, fit_id, partition)
+        done = ctx.engine.map(assign_file, storage, spec, fit_id, ctx.partitions)
+        for partition, (rows, stats, fingerprint) in zip(ctx.partitions, done):
             total.merge(stats)
             per_file[partition] = rows
             result.per_partition[partition] = {
@@ -106,7 +106,7 @@ def run_assignments(ctx: StageContext) -> StageResult:
         "noise_share": round(noise / documents, 4) if documents else 0.0,
         "largest_cluster": sizes[0] if sizes else 0,
         "smallest_cluster": sizes[-1] if sizes else 0,
-        "engine": "in_process",
+        **ctx.engine.describe(),
     })
     if documents and not sizes:
         result.warnings.append("every document is noise: loosen the algorithm's parameters")

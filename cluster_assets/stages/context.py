@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster_assets.spec import ClusterDefinition
+from cluster_assets.stages.engine import Engine, InProcessEngine
 from cluster_assets.storage import Storage
 
 
@@ -28,6 +29,7 @@ class StageContext:
     code_version: str = ""
     labeler: Any = None  # labels: the definition's labeler (LLM or data)
     previously_enriched: frozenset[str] = frozenset()  # enrichment targets this definition wrote before
+    engine: Engine = field(default_factory=InProcessEngine)  # per-file stages: where each file's work runs
 
     def need_sample(self) -> str:
         if not self.sample_id:

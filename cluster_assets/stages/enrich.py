@@ -112,9 +112,8 @@ def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
 
 
 def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
-                destination: tuple[str, ...], classifier=None,
-                taxonomy_counts: dict[str, int] | None = None) -> tuple[int, int]:
-    """Write one enriched file; returns (documents, documents without an assignment)."""
+                destination: tuple[str, ...], classifier=None) -> tuple[int, int, dict[str, int]]:
+    """Write one enriched file; returns (documents, documents without an assignment, taxonomy counts)."""
     cid, name = layout.split_partition(partition)
     assigned = read_assignments(storage, spec, fit_id, partition)
     index = pd.Index(assigned.column(ID).to_numpy(zero_copy_only=False))
@@ -129,6 +128,7 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
         plan = load_plan(storage, spec, _sample_of(storage, spec, fit_id))
         matrices = (X for _, X in file_batches(storage, spec, plan, partition))
     unassigned = 0
+    taxonomy_counts = {"assigned": 0, "unassigned": 0}
 
     def batches():
         nonlocal unassigned
@@ -158,14 +158,21 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
     iterator = batches()
     first = next(iterator, None)
     if first is None:
-        return 0, 0
+        return 0, 0, taxonomy_counts
 
     def all_batches():
         yield first
         yield from iterator
 
     rows = storage.write_batches(first.schema, all_batches(), *destination)
-    return rows, unassigned
+    return rows, unassigned, taxonomy_counts
+
+
+def enrich_into(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
+                folder: tuple[str, ...], classifier=None) -> tuple[int, int, dict[str, int]]:
+    """``enrich_file`` into ``folder`` under the file's output name: the per-file unit an engine runs."""
+    return enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, output_name(spec, partition)),
+                       classifier)
 
 
 def _sample_of(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str:
@@ -212,9 +219,12 @@ def run_enrichment(ctx: StageContext) -> StageResult:
             if in_place:  # the manifest names a file before it is written, so a kill leaves nothing unowned
                 owner = ownership.Owner(spec.cluster_name, tuple(set(owner.files) | set(outputs)), fit_id)
             ownership.claim(storage, target, owner)
-            for out, partition in outputs.items():
-                rows, missing = enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, out),
-                                            classifier, taxonomy_counts)
+            done = ctx.engine.map(enrich_into, storage, spec, fit_id, mine[target], label_columns=label_columns,
+                                  folder=folder, classifier=classifier)
+            for partition, (rows, missing, classified) in zip(mine[target], done):
+                out = output_name(spec, partition)
+                for key in taxonomy_counts:
+                    taxonomy_counts[key] += classified[key]
                 written[target] = written.get(target, 0) + rows
                 unassigned += missing
                 result.per_partition[partition] = {"file_documents": rows, "dagster/row_count": rows,
@@ -231,7 +241,7 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         "target_collections": {t: storage.uri("collections", t) for t in written},
         "fields": ["cluster_id", *fields],
         "unassigned_documents": unassigned,
-        "engine": "in_process",
+        **ctx.engine.describe(),
     })
     if classifier is not None:
         result.metadata.update({

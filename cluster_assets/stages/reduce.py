@@ -62,8 +62,8 @@ def run_reduced_coords(ctx: StageContext) -> StageResult:
     result = StageResult()
     with timed(result, "duration_s"):
         rows = 0
-        for partition in ctx.partitions:
-            count = reduce_file(storage, spec, fit_id, partition)
+        counts = ctx.engine.map(reduce_file, storage, spec, fit_id, ctx.partitions)
+        for partition, count in zip(ctx.partitions, counts):
             result.per_partition[partition] = {"file_documents": count, "dagster/row_count": count}
             rows += count
         result.paths["members_artifact"] = write_members_artifact(storage, spec, ctx.run_id, fit_id, ctx.partitions)
@@ -76,6 +76,6 @@ def run_reduced_coords(ctx: StageContext) -> StageResult:
         "files": len(ctx.partitions),
         "method": reduction.method + (" (default: no dimension_reduction in the definition)" if defaulted else ""),
         "components": reduction.components,
-        "engine": "in_process",
+        **ctx.engine.describe(),
     })
     return result
