@@ -146,8 +146,8 @@ def _evoc_tree(estimator, point_labels, cluster_ids):
 
 
 def _dbscan_eps(X: np.ndarray, params: dict) -> dict:
-    """eps from the sample: the 90th percentile of each point's distance to its ``min_samples``-th
-    neighbour, so that nine points in ten are core points of the density the data has."""
+    """eps from the sample: the 95th percentile of each point's distance to its ``min_samples``-th
+    neighbour, so that 19 points in 20 are core points of the density the data has."""
     if params.get("eps") is not None:
         return params
     from sklearn.neighbors import NearestNeighbors
@@ -157,6 +157,12 @@ def _dbscan_eps(X: np.ndarray, params: dict) -> dict:
         return params
     dist = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)[0][:, -1]
     return {**params, "eps": float(np.quantile(dist, EPS_QUANTILE)) or float(dist.max()) or 0.5}
+
+
+def _optics_eps(X: np.ndarray, params: dict) -> dict:
+    if params.get("cluster_method", "xi") != "dbscan":
+        return params
+    return _dbscan_eps(X, params)
 
 
 def _mean_shift_bandwidth(X: np.ndarray, params: dict) -> dict:
@@ -169,8 +175,8 @@ def _mean_shift_bandwidth(X: np.ndarray, params: dict) -> dict:
     return {**params, "bandwidth": float(bandwidth)} if bandwidth > 0 else params
 
 
-EPS_QUANTILE = 0.9
-BANDWIDTH_QUANTILE = 0.1
+EPS_QUANTILE = 0.95
+BANDWIDTH_QUANTILE = 0.05
 
 REGISTRY: dict[str, AlgorithmInfo] = {
     "kmeans": AlgorithmInfo(
@@ -186,18 +192,22 @@ REGISTRY: dict[str, AlgorithmInfo] = {
     "mean_shift": AlgorithmInfo(
         "mean_shift", _sklearn("MeanShift"), None, {"bin_seeding": True}, 5_000, True, serial=True,
         predict=_estimator_predict, derive=_mean_shift_bandwidth, cluster_space="umap",
-        why="bandwidth estimated on the sample (10% quantile of pairwise distances) in a 5-d UMAP space: "
-            "scikit-learn's own estimate over raw vectors gives one cluster",
+        why="bandwidth estimated on the sample (5% quantile of pairwise distances) in a 5-d UMAP space: "
+            "scikit-learn's own estimate (30% quantile) over raw digits gave one cluster in 6 min 44 s; "
+            "here ARI 0.86 in 4 s",
     ),
     "dbscan": AlgorithmInfo(
         "dbscan", _sklearn("DBSCAN"), None, {}, 20_000,
         references=_core_points, reach=_eps_reach, derive=_dbscan_eps, cluster_space="umap",
-        why="clusters a 5-d UMAP space of the sample; eps = 90th percentile of the distance to the "
+        why="clusters a 5-d UMAP space of the sample; eps = 95th percentile of the distance to the "
             "min_samples-th neighbour there (eps=0.5 means nothing on unscaled vectors)",
     ),
     "optics": AlgorithmInfo(
-        "optics", _sklearn("OPTICS"), None, {}, 10_000, serial=True, reach=_optics_reach, cluster_space="umap",
-        why="clusters a 5-d UMAP space of the sample: density is meaningless in hundreds of dimensions",
+        "optics", _sklearn("OPTICS"), None, {"cluster_method": "dbscan"}, 10_000, serial=True, reach=_optics_reach,
+        derive=_optics_eps, cluster_space="umap",
+        why="clusters a 5-d UMAP space of the sample, extracting clusters at one density level "
+            "(cluster_method dbscan, eps derived as dbscan's): the xi extraction gave ARI 0.04-0.11 "
+            "on digits whatever min_samples/xi/min_cluster_size were tried",
     ),
     "agglomerative": AlgorithmInfo(
         "agglomerative", _sklearn("AgglomerativeClustering"), "n_clusters", {}, 10_000,
@@ -210,10 +220,10 @@ REGISTRY: dict[str, AlgorithmInfo] = {
             "gave ARI 0.00 in 4 min 46 s on digits, the nearest-neighbour graph ARI 0.76 in 0.85 s",
     ),
     "hdbscan": AlgorithmInfo(
-        "hdbscan", _hdbscan, None, {"prediction_data": True, "min_cluster_size": 10}, 20_000,
+        "hdbscan", _hdbscan, None, {"prediction_data": True, "min_cluster_size": 15}, 20_000,
         predict=_hdbscan_predict, tree=_hdbscan_tree, cluster_space="umap",
-        why="clusters a 5-d UMAP space of the sample (BERTopic's practice), min_cluster_size 10: on raw "
-            "high-dimensional vectors most documents end as noise, slowly",
+        why="clusters a 5-d UMAP space of the sample (BERTopic's practice), min_cluster_size 15: on "
+            "raw digits it left 47% as noise (ARI 0.26); in UMAP space 0% (ARI 0.84)",
     ),
     "evoc": AlgorithmInfo(
         "evoc", _evoc, "approx_n_clusters", {"random_state": 0}, 50_000,
