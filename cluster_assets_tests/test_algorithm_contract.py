@@ -17,7 +17,7 @@ from cluster_assets.algorithms import REGISTRY, ClusterModel
 from cluster_assets.demo import digits_table
 from cluster_assets.spec import parse_definition
 from cluster_assets.stages import layout
-from cluster_assets.stages.model import load_fit
+from cluster_assets.stages.model import fit_space, load_fit
 from cluster_assets.stages.outputs import read_output
 from cluster_assets.storage import Storage
 
@@ -38,15 +38,21 @@ def test_registry_entry_contract(name, blobs):
     algorithms.check_config(name, {})  # its defaults are valid for its estimator
     config = {"num_clusters": 3} if info.count_param else {}
     params = algorithms.estimator_params(name, config)
+    # in the space the algorithm clusters in by default, as the model stage fits it
+    _, blobs = fit_space(digits_definition(f"contract_{name}", algorithm=name, algorithm_config=config), blobs)
     model = ClusterModel(name, params).fit(blobs)
     labels = model.labels_
     assert labels.shape == (len(blobs),) and labels.dtype == np.int64 and labels.min() >= -1
-    # three well-separated blobs: three clusters, each blob one of them
+    # three well-separated blobs: no cluster straddles two blobs, and most documents are clustered;
+    # an algorithm given num_clusters finds exactly the blobs (mean_shift's bandwidth, estimated for
+    # data of many topics, may split a blob: the digits test holds it to the right granularity)
     found = sorted({int(l) for l in labels if l >= 0})
-    assert len(found) == 3, (name, found)
-    for b in range(3):
-        own = labels[b * 60:(b + 1) * 60]
-        assert (own == np.bincount(own[own >= 0]).argmax()).mean() >= 0.9, name
+    blob = np.repeat(np.arange(3), 60)
+    for c in found:
+        assert np.bincount(blob[labels == c]).max() >= 0.95 * (labels == c).sum(), (name, c)
+    assert (labels >= 0).mean() >= 0.9, name
+    if info.count_param:
+        assert len(found) == 3, (name, found)
     # assigning the fitted points agrees with the fit; the pickled model assigns the same
     predicted = model.predict(blobs)
     assert predicted.dtype == np.int64 and (predicted == labels).mean() >= 0.95, name
@@ -132,13 +138,14 @@ def test_density_algorithms_cluster_in_a_umap_space_fitted_on_the_sample(digits_
 
 
 def test_evoc_layers_become_the_hierarchy():
-    X = load_digits().data[:600].astype(np.float32)
+    X = load_digits().data.astype(np.float32)
     params = algorithms.estimator_params("evoc", {"num_clusters": 10}, hierarchical=True)
     assert params == {"random_state": 0, "base_n_clusters": 10}
     assert algorithms.estimator_params("evoc", {"num_clusters": 10})["approx_n_clusters"] == 10
     model = ClusterModel("evoc", params).fit(X)
     ids = sorted(int(c) for c in np.unique(model.labels_) if c >= 0)
     assert len(ids) == 10  # the finest layer holds the clusters asked for
+    assert len(model.estimator_.cluster_layers_) >= 2
     counts = [int((model.labels_ == c).sum()) for c in ids]
     centroids = np.array([X[model.labels_ == c].mean(axis=0) for c in ids])
     tree = hierarchy.cluster_hierarchy(ids, counts, centroids, algorithm="evoc", estimator=model.estimator_,
