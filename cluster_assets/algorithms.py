@@ -1,10 +1,13 @@
-"""The eight clustering algorithms of the reference behind one interface.
+"""The nine clustering algorithms behind one interface, declared once in ``REGISTRY``.
 
 Every algorithm is fitted on a sample and then assigns any batch of vectors to
-the clusters it found (noise is -1). Estimators that can predict do so; hdbscan
-uses ``approximate_predict``; the others give each point the label of its
-nearest labelled sample point (for dbscan only within ``eps`` of a core point,
-which is DBSCAN's own rule).
+the clusters it found (noise is -1). Each registry entry carries its own
+behaviour: how it assigns new points (``predict``, hdbscan's
+``approximate_predict``, or the nearest labelled sample point, for dbscan only
+within ``eps`` of a core point, which is DBSCAN's own rule), its own merge tree
+for ``hierarchical: true``, the defaults that suit embeddings and the space it
+clusters in by default. Nothing else in the project branches on an algorithm's
+name.
 """
 
 from __future__ import annotations
@@ -16,18 +19,6 @@ from functools import cache
 from typing import Any, Callable
 
 import numpy as np
-
-ALGORITHMS = (
-    "kmeans",
-    "dbscan",
-    "hdbscan",
-    "agglomerative",
-    "spectral",
-    "gaussian_mixture",
-    "mean_shift",
-    "optics",
-)
-
 
 class AlgorithmConfigError(ValueError):
     """An ``algorithm_config`` that the estimator would refuse; ``field`` names the key."""
@@ -53,6 +44,24 @@ class AlgorithmInfo:
     # Fits made of thousands of tiny neighbour queries (optics, mean_shift) run 10x slower
     # with OpenMP threads spinning on a shared machine: fit them single-threaded.
     serial: bool = False
+    # what ``num_clusters`` maps to with ``hierarchical: true`` (evoc: every layer, not one)
+    hierarchical_count_param: str | None = None
+    # how a fitted model assigns new points: (model, X) -> labels; None = nearest labelled sample point
+    predict: Callable[["ClusterModel", np.ndarray], np.ndarray] | None = None
+    # which fitted points new points are matched to (nearest labelled): (model, X) -> mask; None = all
+    references: Callable[["ClusterModel"], np.ndarray] | None = None
+    # how far from each reference point a new point may lie and still join: (model, keep) -> radii
+    reach: Callable[["ClusterModel", np.ndarray], np.ndarray] | None = None
+    # the labels of the fitted sample: (estimator, params) -> labels; None = ``labels_``
+    fit_labels: Callable[[Any, dict], np.ndarray] | None = None
+    # the algorithm's own merge tree over its clusters, for ``hierarchical: true``:
+    # (estimator, point_labels, cluster_ids) -> (scipy linkage or None, source name)
+    tree: Callable[[Any, np.ndarray, list[int]], tuple[np.ndarray | None, str]] | None = None
+    # parameters derived from the sample when the definition does not give them: (X, params) -> params
+    derive: Callable[[np.ndarray, dict], dict] | None = None
+    # the space it clusters in when the definition has no ``cluster_space``: umap | pca | none
+    cluster_space: str = "none"
+    why: str = ""  # why the defaults are what they are (the README's algorithm table)
 
 
 def _sklearn(name: str) -> Callable[[], type]:
@@ -74,41 +83,182 @@ def _hdbscan() -> type:
     return hdbscan.HDBSCAN
 
 
+def _evoc() -> type:
+    import evoc
+
+    return evoc.EVoC
+
+
+def _estimator_predict(model: "ClusterModel", X: np.ndarray) -> np.ndarray:
+    return model.estimator_.predict(X)
+
+
+def _hdbscan_predict(model: "ClusterModel", X: np.ndarray) -> np.ndarray:
+    import hdbscan
+
+    return hdbscan.approximate_predict(model.estimator_, X)[0]
+
+
+def _core_points(model: "ClusterModel") -> np.ndarray:
+    keep = np.zeros(len(model.labels_), dtype=bool)
+    keep[model.estimator_.core_sample_indices_] = True
+    return keep
+
+
+def _eps_reach(model: "ClusterModel", keep: np.ndarray) -> np.ndarray:
+    return np.full(int(keep.sum()), model.estimator_.eps, dtype=np.float64)
+
+
+def _optics_reach(model: "ClusterModel", keep: np.ndarray) -> np.ndarray:
+    """The widest core distance among the cluster's fitted members: the density level at which
+    OPTICS drew the cluster; a point farther out is noise."""
+    labels = model.labels_[keep]
+    core = np.asarray(model.estimator_.core_distances_, dtype=np.float64)[keep]
+    radius = np.zeros(len(labels), dtype=np.float64)
+    for c in np.unique(labels[labels >= 0]):
+        members = labels == c
+        finite = core[members][np.isfinite(core[members])]
+        radius[members] = finite.max() if len(finite) else 0.0
+    return radius
+
+
+def _hdbscan_tree(estimator, point_labels, cluster_ids):
+    from cluster_assets.hierarchy import hdbscan_linkage
+
+    Z = hdbscan_linkage(estimator, point_labels, cluster_ids)
+    return Z, "hdbscan_condensed_tree" if Z is not None else "centroids (condensed tree unreadable)"
+
+
+def _evoc_labels(estimator, params: dict) -> np.ndarray:
+    # with base_n_clusters (hierarchical: true) the finest layer holds the clusters asked for;
+    # the coarser layers are their parents
+    if params.get("base_n_clusters") is not None:
+        return estimator.cluster_layers_[0]
+    return estimator.labels_
+
+
+def _evoc_tree(estimator, point_labels, cluster_ids):
+    from cluster_assets.hierarchy import layers_linkage
+
+    layers = getattr(estimator, "cluster_layers_", None)
+    Z = layers_linkage(point_labels, cluster_ids, list(layers[1:])) if layers is not None else None
+    return Z, "evoc_layers" if Z is not None else "centroids (evoc layers unreadable)"
+
+
+def _dbscan_eps(X: np.ndarray, params: dict) -> dict:
+    """eps from the sample: the 95th percentile of each point's distance to its ``min_samples``-th
+    neighbour, so that 19 points in 20 are core points of the density the data has."""
+    if params.get("eps") is not None:
+        return params
+    from sklearn.neighbors import NearestNeighbors
+
+    k = int(params.get("min_samples", 5))
+    if len(X) <= k:
+        return params
+    dist = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)[0][:, -1]
+    return {**params, "eps": float(np.quantile(dist, EPS_QUANTILE)) or float(dist.max()) or 0.5}
+
+
+def _optics_eps(X: np.ndarray, params: dict) -> dict:
+    if params.get("cluster_method", "xi") != "dbscan":
+        return params
+    return _dbscan_eps(X, params)
+
+
+def _mean_shift_bandwidth(X: np.ndarray, params: dict) -> dict:
+    if params.get("bandwidth") is not None:
+        return params
+    from sklearn.cluster import estimate_bandwidth
+
+    n = min(len(X), 2_000)
+    bandwidth = estimate_bandwidth(X, quantile=BANDWIDTH_QUANTILE, n_samples=n, random_state=0)
+    return {**params, "bandwidth": float(bandwidth)} if bandwidth > 0 else params
+
+
+EPS_QUANTILE = 0.95
+BANDWIDTH_QUANTILE = 0.05
+
 REGISTRY: dict[str, AlgorithmInfo] = {
     "kmeans": AlgorithmInfo(
-        "kmeans", _sklearn("KMeans"), "n_clusters", {"random_state": 0, "n_init": "auto"}, 50_000, True
+        "kmeans", _sklearn("KMeans"), "n_clusters", {"random_state": 0, "n_init": "auto"}, 50_000, True,
+        predict=_estimator_predict,
+        why="scikit-learn's defaults (8 clusters unless num_clusters); seeded",
     ),
     "gaussian_mixture": AlgorithmInfo(
-        "gaussian_mixture", _sklearn("GaussianMixture"), "n_components", {"random_state": 0}, 50_000, True, True
+        "gaussian_mixture", _sklearn("GaussianMixture"), "n_components", {"random_state": 0}, 50_000, True, True,
+        predict=_estimator_predict,
+        why="scikit-learn's defaults, fitted in float64 (full covariances of real data are singular in float32)",
     ),
     "mean_shift": AlgorithmInfo(
-        "mean_shift", _sklearn("MeanShift"), None, {"bin_seeding": True}, 5_000, True, serial=True
+        "mean_shift", _sklearn("MeanShift"), None, {"bin_seeding": True}, 5_000, True, serial=True,
+        predict=_estimator_predict, derive=_mean_shift_bandwidth, cluster_space="umap",
+        why="bandwidth estimated on the sample (5% quantile of pairwise distances) in a 5-d UMAP space: "
+            "scikit-learn's own estimate (30% quantile) over raw digits gave one cluster in 6 min 44 s; "
+            "here ARI 0.86 in 4 s",
     ),
-    "dbscan": AlgorithmInfo("dbscan", _sklearn("DBSCAN"), None, {}, 20_000),
-    "optics": AlgorithmInfo("optics", _sklearn("OPTICS"), None, {}, 10_000, serial=True),
-    "agglomerative": AlgorithmInfo("agglomerative", _sklearn("AgglomerativeClustering"), "n_clusters", {}, 10_000),
+    "dbscan": AlgorithmInfo(
+        "dbscan", _sklearn("DBSCAN"), None, {}, 20_000,
+        references=_core_points, reach=_eps_reach, derive=_dbscan_eps, cluster_space="umap",
+        why="clusters a 5-d UMAP space of the sample; eps = 95th percentile of the distance to the "
+            "min_samples-th neighbour there (eps=0.5 means nothing on unscaled vectors)",
+    ),
+    "optics": AlgorithmInfo(
+        "optics", _sklearn("OPTICS"), None, {"cluster_method": "dbscan"}, 10_000, serial=True, reach=_optics_reach,
+        derive=_optics_eps, cluster_space="umap",
+        why="clusters a 5-d UMAP space of the sample, extracting clusters at one density level "
+            "(cluster_method dbscan, eps derived as dbscan's): the xi extraction gave ARI 0.04-0.11 "
+            "on digits whatever min_samples/xi/min_cluster_size were tried",
+    ),
+    "agglomerative": AlgorithmInfo(
+        "agglomerative", _sklearn("AgglomerativeClustering"), "n_clusters", {}, 10_000,
+        why="scikit-learn's defaults (ward linkage, 2 clusters unless num_clusters)",
+    ),
     "spectral": AlgorithmInfo(
-        "spectral", _sklearn("SpectralClustering"), "n_clusters", {"random_state": 0}, 5_000
+        "spectral", _sklearn("SpectralClustering"), "n_clusters",
+        {"random_state": 0, "affinity": "nearest_neighbors"}, 5_000,
+        why="a nearest-neighbour affinity: scikit-learn's RBF kernel with gamma=1 on unscaled vectors "
+            "gave ARI 0.00 in 4 min 46 s on digits, the nearest-neighbour graph ARI 0.76 in 0.85 s",
     ),
-    "hdbscan": AlgorithmInfo("hdbscan", _hdbscan, None, {"prediction_data": True}, 20_000),
+    "hdbscan": AlgorithmInfo(
+        "hdbscan", _hdbscan, None, {"prediction_data": True, "min_cluster_size": 15}, 20_000,
+        predict=_hdbscan_predict, tree=_hdbscan_tree, cluster_space="umap",
+        why="clusters a 5-d UMAP space of the sample (BERTopic's practice), min_cluster_size 15: on "
+            "raw digits it left 47% as noise (ARI 0.26); in UMAP space 0% (ARI 0.84)",
+    ),
+    "evoc": AlgorithmInfo(
+        "evoc", _evoc, "approx_n_clusters", {"random_state": 0}, 50_000,
+        hierarchical_count_param="base_n_clusters", fit_labels=_evoc_labels, tree=_evoc_tree,
+        why="EVoC's defaults on the raw embeddings (it builds its own neighbour graph and node embedding); "
+            "seeded (its random_state defaults to None); num_clusters maps to approx_n_clusters, or to "
+            "base_n_clusters with hierarchical: true so its layers form the tree",
+    ),
 }
+
+ALGORITHMS = tuple(REGISTRY)
+
+
+def count_param(algorithm: str, hierarchical: bool = False) -> str | None:
+    """What ``num_clusters`` maps to for ``algorithm``."""
+    info = REGISTRY[algorithm]
+    return (info.hierarchical_count_param if hierarchical else None) or info.count_param
 
 
 @cache
-def valid_params(algorithm: str) -> tuple[str, ...]:
+def valid_params(algorithm: str, hierarchical: bool = False) -> tuple[str, ...]:
     cls = REGISTRY[algorithm].load()
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
-    if REGISTRY[algorithm].count_param:
+    if count_param(algorithm, hierarchical):
         names.append("num_clusters")
     return tuple(sorted(names))
 
 
-def estimator_params(algorithm: str, config: dict[str, Any]) -> dict[str, Any]:
+def estimator_params(algorithm: str, config: dict[str, Any], hierarchical: bool = False) -> dict[str, Any]:
     """Map a definition's ``algorithm_config`` to estimator keyword arguments, or raise."""
     if algorithm not in REGISTRY:
         raise AlgorithmConfigError("algorithm", f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS)}")
     info = REGISTRY[algorithm]
-    allowed = valid_params(algorithm)
+    counted = count_param(algorithm, hierarchical)
+    allowed = valid_params(algorithm, hierarchical)
     params = dict(info.defaults)
     for key, value in config.items():
         if key not in allowed:
@@ -117,35 +267,36 @@ def estimator_params(algorithm: str, config: dict[str, Any]) -> dict[str, Any]:
                 f"algorithm_config.{key}",
                 f"unknown parameter {key!r} for {algorithm}{hint}; valid: {', '.join(allowed)}",
             )
-        params[info.count_param if key == "num_clusters" else key] = value
-    if "num_clusters" in config and info.count_param in config:
+        params[counted if key == "num_clusters" else key] = value
+    if "num_clusters" in config and counted in config:
         raise AlgorithmConfigError(
-            "algorithm_config.num_clusters", f"give either num_clusters or {info.count_param}, not both"
+            "algorithm_config.num_clusters", f"give either num_clusters or {counted}, not both"
         )
     return params
 
 
-def check_config(algorithm: str, config: dict[str, Any]) -> None:
+def check_config(algorithm: str, config: dict[str, Any], hierarchical: bool = False) -> None:
     """Validate keys and, where scikit-learn declares constraints, values, without fitting."""
-    params = estimator_params(algorithm, config)
+    params = estimator_params(algorithm, config, hierarchical)
     estimator = REGISTRY[algorithm].load()(**params)
-    _refuse_booleans(algorithm, config, getattr(estimator, "_parameter_constraints", {}))
+    counted = count_param(algorithm, hierarchical)
+    _refuse_booleans(counted, config, getattr(estimator, "_parameter_constraints", {}))
     validate = getattr(estimator, "_validate_params", None)
     if validate is None or not hasattr(estimator, "_parameter_constraints"):
         return
     try:
         validate()
     except ValueError as exc:  # sklearn's InvalidParameterError
-        bad = next((k for k in config if f"'{REGISTRY[algorithm].count_param if k == 'num_clusters' else k}'" in str(exc)), None)
+        bad = next((k for k in config if f"'{counted if k == 'num_clusters' else k}'" in str(exc)), None)
         raise AlgorithmConfigError(f"algorithm_config.{bad}" if bad else "algorithm_config", str(exc)) from None
 
 
-def _refuse_booleans(algorithm: str, config: dict[str, Any], constraints: dict[str, Any]) -> None:
+def _refuse_booleans(counted: str | None, config: dict[str, Any], constraints: dict[str, Any]) -> None:
     """``true`` is an integer to Python and passes scikit-learn's range checks: refuse it where a number is meant."""
     for key, value in config.items():
         if not isinstance(value, bool):
             continue
-        param = REGISTRY[algorithm].count_param if key == "num_clusters" else key
+        param = counted if key == "num_clusters" else key
         expected = _number_expected(constraints.get(param))
         if key == "num_clusters" or expected:
             raise AlgorithmConfigError(
@@ -178,16 +329,15 @@ def _number_expected(constraints: Any) -> str | None:
     return "an integer" if all(c.type is Integral for c in intervals) else "a number"
 
 
-def requested_clusters(algorithm: str, config: dict[str, Any]) -> int | None:
-    info = REGISTRY[algorithm]
-    if info.count_param is None:
+def requested_clusters(algorithm: str, config: dict[str, Any], hierarchical: bool = False) -> int | None:
+    counted = count_param(algorithm, hierarchical)
+    if counted is None:
         return None
-    params = estimator_params(algorithm, config)
-    value = params.get(info.count_param)
+    params = estimator_params(algorithm, config, hierarchical)
+    value = params.get(counted)
     if value is None:
-        default = inspect.signature(info.load().__init__).parameters[info.count_param].default
-        value = default
-    return int(value) if isinstance(value, (int, np.integer)) else None
+        value = inspect.signature(REGISTRY[algorithm].load().__init__).parameters[counted].default
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
 
 
 MEAN_SHIFT_SEEDS = 200
@@ -237,7 +387,8 @@ class ClusterModel:
 
     def fit(self, X: np.ndarray) -> "ClusterModel":
         info = REGISTRY[self.algorithm]
-        n_clusters = self.params.get(info.count_param) if info.count_param else None
+        n_clusters = next((self.params.get(p) for p in (info.count_param, info.hierarchical_count_param)
+                           if p and self.params.get(p) is not None), None)
         if isinstance(n_clusters, (int, np.integer)) and len(X) < n_clusters:
             raise ValueError(
                 f"{len(X)} documents to fit on but {n_clusters} clusters asked for: "
@@ -249,30 +400,34 @@ class ClusterModel:
             return self._fit(info, X)
 
     def _fit(self, info: AlgorithmInfo, X: np.ndarray) -> "ClusterModel":
-        self.estimator_ = info.load()(**self.params)
+        # parameters derived from the sample (dbscan's eps, mean_shift's bandwidth) when not given
+        self.fitted_params_ = info.derive(X, dict(self.params)) if info.derive else dict(self.params)
+        self.estimator_ = info.load()(**self.fitted_params_)
         try:
             self.estimator_.fit(X)
         except ValueError as exc:
             # MeanShift's bin seeding places seeds on a grid of the bandwidth's size; in more than
             # a few dimensions no point is near any grid point. Seed from the data itself instead.
-            if self.algorithm != "mean_shift" or "seeds" in self.params or "No point was within" not in str(exc):
+            if "seeds" in self.params or "No point was within" not in str(exc):
                 raise
             rng = np.random.default_rng(0)
             seeds = X[np.sort(rng.choice(len(X), min(len(X), MEAN_SHIFT_SEEDS), replace=False))]
-            self.estimator_ = info.load()(**{**self.params, "bin_seeding": False, "seeds": seeds})
+            self.estimator_ = info.load()(**{**self.fitted_params_, "bin_seeding": False, "seeds": seeds})
             self.estimator_.fit(X)
-        labels = self.estimator_.predict(X) if info.can_predict else self.estimator_.labels_
+        if info.can_predict:
+            labels = info.predict(self, X)
+        elif info.fit_labels:
+            labels = info.fit_labels(self.estimator_, self.fitted_params_)
+        else:
+            labels = self.estimator_.labels_
         self.labels_ = np.asarray(labels, dtype=np.int64)
-        if self.algorithm != "hdbscan" and not info.can_predict:
+        if info.predict is None:
             # Every fitted point, noise included: a document nearest a point the fit called
             # noise (optics) is noise too, and the sample keeps its fitted labels.
-            keep = np.ones(len(X), dtype=bool)
-            if self.algorithm == "dbscan":
-                keep = np.zeros(len(X), dtype=bool)
-                keep[self.estimator_.core_sample_indices_] = True
+            keep = info.references(self) if info.references else np.ones(len(X), dtype=bool)
             self.reference_points_ = np.ascontiguousarray(X[keep], dtype=np.float32)
             self.reference_labels_ = self.labels_[keep]
-            self.reference_radius_ = self._reach(keep)
+            self.reference_radius_ = info.reach(self, keep) if info.reach else None
             self.reference_index_ = None
             if self._metric() == "euclidean" and len(self.reference_points_) >= INDEX_MIN_POINTS:
                 self.reference_index_ = build_reference_index(self.reference_points_)
@@ -309,16 +464,11 @@ class ClusterModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         info = REGISTRY[self.algorithm]
-        if info.can_predict:
-            if info.float64:
-                X = np.asarray(X, dtype=np.float64)
-            return np.asarray(self.estimator_.predict(X), dtype=np.int64)
-        if self.algorithm == "hdbscan":
-            import hdbscan
-
-            labels, _ = hdbscan.approximate_predict(self.estimator_, X)
-            return np.asarray(labels, dtype=np.int64)
-        return self._nearest_labelled(X)
+        if info.predict is None:
+            return self._nearest_labelled(X)
+        if info.float64:
+            X = np.asarray(X, dtype=np.float64)
+        return np.asarray(info.predict(self, X), dtype=np.int64)
 
     def _nearest_labelled(self, X: np.ndarray) -> np.ndarray:
         out = np.full(len(X), -1, dtype=np.int64)
@@ -330,23 +480,3 @@ class ClusterModel:
         if radius is not None:
             out[distance > radius[nearest]] = -1
         return out
-
-    def _reach(self, keep: np.ndarray) -> np.ndarray | None:
-        """How far from each reference point a new point may lie and still join its cluster.
-
-        dbscan: ``eps`` from a core point, its own rule. optics: the widest core distance
-        among the cluster's fitted members, the density level at which OPTICS drew the
-        cluster; a point farther out is noise. Others: any distance.
-        """
-        labels = self.labels_[keep]
-        if self.algorithm == "dbscan":
-            return np.full(len(labels), self.estimator_.eps, dtype=np.float64)
-        if self.algorithm == "optics":
-            core = np.asarray(self.estimator_.core_distances_, dtype=np.float64)[keep]
-            radius = np.zeros(len(labels), dtype=np.float64)
-            for c in np.unique(labels[labels >= 0]):
-                members = labels == c
-                finite = core[members][np.isfinite(core[members])]
-                radius[members] = finite.max() if len(finite) else 0.0
-            return radius
-        return None

@@ -3,8 +3,9 @@
 Two sources of a merge tree over the clusters (a scipy linkage matrix whose
 leaves are the clusters, in the order given):
 
-- hdbscan: its own condensed tree, restricted to the selected clusters, with
-  heights ``1 / lambda`` of each split;
+- an algorithm with a tree of its own (its registry entry's ``tree``): hdbscan's
+  condensed tree, restricted to the selected clusters, with heights
+  ``1 / lambda`` of each split; EVoC's coarser layers (``layers_linkage``);
 - every other algorithm: agglomerative clustering of the centroids where each
   centroid weighs as many documents as its cluster holds (weighted Ward or
   average linkage give exactly what the linkage over the documents would give
@@ -185,6 +186,38 @@ def hdbscan_linkage(estimator: Any, point_labels: np.ndarray, cluster_ids: Seque
     return Z
 
 
+def layers_linkage(point_labels: np.ndarray, cluster_ids: Sequence[int],
+                   coarser: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The merge tree given by coarser clusterings of the same points (EVoC's layers), or None.
+
+    Each cluster's parent in a coarser layer is the label most of its points carry there;
+    two clusters merge at height ``l + 1`` where ``l`` is the first coarser layer giving them
+    the same parent, and clusters that never share one merge above every layer.
+    """
+    from scipy.cluster import hierarchy as sch
+    from scipy.spatial.distance import squareform
+
+    k = len(cluster_ids)
+    if k < 2 or not len(coarser):
+        return None
+    point_labels = np.asarray(point_labels)
+    parents = np.full((len(coarser), k), -1, dtype=np.int64)
+    for l, layer in enumerate(coarser):
+        layer = np.asarray(layer)
+        if layer.shape != point_labels.shape:
+            return None
+        for i, c in enumerate(cluster_ids):
+            votes = layer[(point_labels == c) & (layer >= 0)]
+            if len(votes):
+                parents[l, i] = np.bincount(votes).argmax()
+    height = np.full((k, k), float(len(coarser) + 1))
+    for l in range(len(coarser) - 1, -1, -1):
+        same = (parents[l][:, None] == parents[l][None, :]) & (parents[l][:, None] >= 0)
+        height[same] = l + 1
+    np.fill_diagonal(height, 0.0)
+    return sch.linkage(squareform(height, checks=False), method="single")
+
+
 # --- levels -----------------------------------------------------------------------------------
 
 def level_sizes(k: int, levels: int | None = None, branching: int | None = None,
@@ -362,13 +395,15 @@ def cluster_hierarchy(cluster_ids: Sequence[int], counts: Sequence[int], centroi
                       algorithm: str = "", estimator: Any = None, point_labels: np.ndarray | None = None,
                       levels: int | None = None, branching: int | None = None, top_nodes: int | None = None,
                       linkage: str = "ward") -> ClusterTree:
-    """The tree of a run's clusters: hdbscan's condensed tree when there is one, else the centroids'."""
+    """The tree of a run's clusters: the algorithm's own tree when it has one, else the centroids'."""
+    from cluster_assets.algorithms import REGISTRY
+
     k = len(cluster_ids)
     sizes = level_sizes(k, levels, branching, top_nodes)
     Z, source = None, "centroids"
-    if algorithm == "hdbscan" and estimator is not None and point_labels is not None and k >= 3:
-        Z = hdbscan_linkage(estimator, point_labels, cluster_ids)
-        source = "hdbscan_condensed_tree" if Z is not None else "centroids (condensed tree unreadable)"
+    info = REGISTRY.get(algorithm)
+    if info is not None and info.tree and estimator is not None and point_labels is not None and k >= 3:
+        Z, source = info.tree(estimator, point_labels, list(cluster_ids))
     if Z is None and k >= 3:
         Z = weighted_linkage(centroids, np.maximum(np.asarray(counts, dtype=np.float64), 1), linkage)
     return build_tree(cluster_ids, counts, centroids, Z if Z is not None else np.zeros((0, 4)), sizes, source)

@@ -50,25 +50,52 @@ def bounded(label: ClusterLabel) -> ClusterLabel:
 # Number words carry meaning in titles ("two-person tent", "digit seven"): keep them.
 NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "eight", "nine", "ten", "eleven", "twelve",
                 "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "first", "third"}
+# What is left of a contraction once the apostrophe splits it ("don't" -> "don", "t"), the same
+# contractions written without one, and filler words no label should carry.
+CONTRACTION_FRAGMENTS = {
+    "don", "ve", "ll", "re", "didn", "doesn", "isn", "wasn", "aren", "weren", "couldn", "wouldn", "shouldn",
+    "won", "haven", "hasn", "hadn", "ain", "mustn", "needn", "shan", "mightn", "dont", "doesnt", "didnt",
+    "cant", "wont", "isnt", "wasnt", "arent", "im", "ive", "id", "youre", "youve", "youll", "theyre", "theyve",
+    "thats", "theres", "whats", "lets", "hes", "shes", "weve", "ill", "oh", "ok", "okay", "yeah", "yes",
+    "just", "like", "got", "get", "gets", "really", "also", "would", "could", "know", "think", "want",
+    "say", "said", "says", "use", "used", "using", "way", "thing", "things", "lot", "good", "make",
+}
+# A term in more than this share of the documents says nothing about one cluster (on corpora large
+# enough for shares to mean something).
+MAX_DOCUMENT_SHARE = 0.5
+MIN_DOCUMENTS_FOR_SHARE = 50
+# A phrase is a keyword only when it occurs at least this often in the cluster.
+MIN_PHRASE_COUNT = 2
 
 
 def stop_words() -> list[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return sorted(ENGLISH_STOP_WORDS - NUMBER_WORDS)
+    return sorted((ENGLISH_STOP_WORDS - NUMBER_WORDS) | CONTRACTION_FRAGMENTS)
+
+
+def _vectorizer(**options):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    return CountVectorizer(stop_words=stop_words(), max_features=50_000, ngram_range=(1, 2),
+                           token_pattern=rf"(?u)\b[a-zA-Z][a-zA-Z0-9]{{1,{MAX_KEYWORD_CHARS - 1}}}\b", **options)
 
 
 def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) -> dict[int, list[str]]:
-    """Top terms per cluster by class-based TF-IDF (BERTopic's c-TF-IDF); noise (-1) is skipped."""
-    from sklearn.feature_extraction.text import CountVectorizer
+    """Top terms per cluster by class-based TF-IDF (BERTopic's c-TF-IDF); noise (-1) is skipped.
 
+    Beyond plain c-TF-IDF: stop words and contraction fragments never count; two-word phrases
+    compete with words (when they occur ``MIN_PHRASE_COUNT`` times in the cluster); a term in
+    more than half of a large corpus's documents is dropped; a term among the top ``top_n`` of
+    several clusters has its score divided by how many, so a specific word beats one that heads
+    many clusters; and a term whose words an earlier keyword already holds is skipped.
+    """
     labels = np.asarray(labels)
     clusters = sorted(int(c) for c in np.unique(labels) if c >= 0)
     result: dict[int, list[str]] = {c: [] for c in clusters}
     if not clusters or not any(t.strip() for t in texts):
         return result
-    vectorizer = CountVectorizer(stop_words=stop_words(), max_features=50_000,
-                                 token_pattern=rf"(?u)\b[a-zA-Z][a-zA-Z0-9]{{1,{MAX_KEYWORD_CHARS - 1}}}\b")
+    vectorizer = _vectorizer()
     try:
         counts = vectorizer.fit_transform(texts)
     except ValueError:  # only stop words
@@ -76,21 +103,42 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) 
     terms = vectorizer.get_feature_names_out()
     from scipy import sparse
 
+    phrase = np.array([" " in t for t in terms])
     mask = labels >= 0
     membership = sparse.csr_matrix(
         (np.ones(mask.sum()), (labels[mask], np.flatnonzero(mask))), shape=(max(clusters) + 1, len(texts))
     )
     per_class = np.asarray((membership @ counts).todense(), dtype=np.float64)
-    words_per_class = per_class.sum(axis=1, keepdims=True)
+    # words per class from single words only: phrases do not dilute the words' frequencies
+    words_per_class = per_class[:, ~phrase].sum(axis=1, keepdims=True)
     tf = per_class / np.where(words_per_class == 0, 1, words_per_class)
     mean_words = words_per_class[words_per_class > 0].mean() if (words_per_class > 0).any() else 1.0
     term_freq = per_class.sum(axis=0)
     idf = np.log(1 + mean_words / np.where(term_freq == 0, 1, term_freq))
     scores = tf * idf
+    scores[:, phrase] *= per_class[:, phrase] >= MIN_PHRASE_COUNT
+    if len(texts) >= MIN_DOCUMENTS_FOR_SHARE:
+        document_share = np.asarray((counts > 0).sum(axis=0)).ravel() / len(texts)
+        scores[:, document_share > MAX_DOCUMENT_SHARE] = 0.0
+    heads = np.zeros(len(terms))
     for c in clusters:
         row = scores[c]
         top = np.argsort(-row, kind="stable")[:top_n]
-        result[c] = [str(terms[i]) for i in top if row[i] > 0]
+        heads[top[row[top] > 0]] += 1
+    scores = scores / np.maximum(heads, 1)
+    for c in clusters:
+        row = scores[c]
+        chosen: list[str] = []
+        covered: set[str] = set()
+        for i in np.argsort(-row, kind="stable"):
+            if row[i] <= 0 or len(chosen) == top_n:
+                break
+            words = set(str(terms[i]).split())
+            if words <= covered:
+                continue
+            chosen.append(str(terms[i]))
+            covered |= words
+        result[c] = chosen
     return result
 
 
@@ -122,21 +170,62 @@ def keyword_coverage(texts: list[str], labels: np.ndarray, keywords: dict[int, l
     return coverage
 
 
+def keyword_lift(texts: list[str], labels: np.ndarray, keywords: dict[int, list[str]], top: int = 3) -> dict[int, float]:
+    """A data label's confidence: how much more its top keywords describe its cluster than the rest.
+
+    The share of the cluster's documents holding one of its ``top`` keywords (whole words and
+    phrases) minus that share among every other document, floored at 0: near 1 for words only
+    this cluster uses, near 0 for generic words every cluster has.
+    """
+    labels = np.asarray(labels)
+    analyze = _vectorizer().build_analyzer()
+    terms = [set(analyze(t)) for t in texts]
+    out = {}
+    for c, words in keywords.items():
+        members = labels == c
+        if not members.any() or not words:
+            out[c] = 0.0
+            continue
+        hits = np.array([any(w in doc for w in words[:top]) for doc in terms])
+        inside = hits[members].mean()
+        outside = hits[~members].mean() if (~members).any() else 0.0
+        out[c] = round(max(0.0, float(inside - outside)), 4)
+    return out
+
+
+def _sentence_list(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def data_labels(cluster_ids: list[int], counts: dict[int, int], keywords: dict[int, list[str]],
                 representatives: dict[int, list[str]], snippets: dict[int, str],
                 coverage: dict[int, float] | None = None) -> list[ClusterLabel]:
-    """A label, summary and keywords for every cluster from its keywords and central documents."""
+    """A label, summary and keywords for every cluster from its keywords and central documents.
+
+    Labels are distinct: a label another (larger) cluster already carries takes the next
+    keyword its words do not hold, or the cluster id. ``coverage`` is the confidence
+    (``keyword_lift``).
+    """
     labels = []
-    for c in cluster_ids:
+    used: set[str] = set()
+    for c in sorted(cluster_ids, key=lambda c: (-counts.get(c, 0), c)):
         words = keywords.get(c, [])
         label = " / ".join(words[:3]) if words else f"Cluster {c}"
+        for extra in words[3:]:
+            if label.lower() not in used:
+                break
+            label = " / ".join(words[:2] + [extra])
+        if label.lower() in used:
+            label = f"{label} (cluster {c})"
+        used.add(label.lower())
         snippet = snippets.get(c, "")
-        summary = f"{counts.get(c, 0)} documents"
-        if words:
-            summary += f" about {', '.join(words[:5])}"
+        n = counts.get(c, 0)
+        summary = f"A cluster of {n} document{'s' if n != 1 else ''}"
+        summary += f" about {_sentence_list(words[:5])}." if words else "."
         if snippet:
-            summary += f"; most central: {snippet!r}"
-        # Confidence of a data label: how many of the cluster's documents its keywords describe.
+            summary += f' The most central one reads: "{snippet.strip()}"'
+            summary += "" if snippet.rstrip().endswith((".", "!", "?", "\u2026")) else "\u2026"
         confidence = round((coverage or {}).get(c, 0.0), 4)
-        labels.append(bounded(ClusterLabel(c, label, summary, words, representatives.get(c, []), confidence)))
-    return labels
+        labels.append((c, bounded(ClusterLabel(c, label, summary, words, representatives.get(c, []), confidence))))
+    order = {c: i for i, c in enumerate(cluster_ids)}
+    return [label for _, label in sorted(labels, key=lambda item: order[item[0]])]

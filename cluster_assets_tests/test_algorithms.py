@@ -1,4 +1,4 @@
-"""The eight algorithms on scikit-learn's digits: fit on a sample, assign every document.
+"""The nine algorithms on scikit-learn's digits: fit on a sample, assign every document.
 
 These run the stage functions the Dagster assets call (``run_sample``,
 ``run_embeddings``, ``run_assignments``) on a real collection, without Dagster,
@@ -24,17 +24,18 @@ from cluster_assets.storage import Storage
 
 SAMPLE = 600
 DENSITY = {"dbscan", "hdbscan", "optics"}
-# A configuration per algorithm that makes sense for 64-dimensional pixel vectors, and the NMI
-# floor against the true digits it must reach (what scikit-learn gives on this data, minus a margin).
+# Every algorithm with its defaults (plus num_clusters where it takes one), and the NMI floor against
+# the true digits it must reach: the defaults must work on real vectors without tuning.
 CASES = {
     "kmeans": ({"num_clusters": 10}, 0.6),
     "gaussian_mixture": ({"num_clusters": 10}, 0.45),
     "agglomerative": ({"num_clusters": 10}, 0.7),
-    "spectral": ({"num_clusters": 10, "affinity": "nearest_neighbors"}, 0.7),
-    "dbscan": ({"eps": 20, "min_samples": 5}, 0.3),
-    "hdbscan": ({"min_cluster_size": 15}, 0.4),
-    "optics": ({"min_samples": 10}, 0.3),
-    "mean_shift": ({"bandwidth": 25}, 0.6),
+    "spectral": ({"num_clusters": 10}, 0.7),
+    "dbscan": ({}, 0.6),
+    "hdbscan": ({}, 0.6),
+    "optics": ({}, 0.3),
+    "mean_shift": ({}, 0.4),
+    "evoc": ({"num_clusters": 10}, 0.6),
 }
 
 
@@ -77,7 +78,7 @@ def test_every_algorithm_fits_a_sample_and_assigns_every_document(digits_storage
     assert ids == [f"digit-{i:04d}" for i in range(len(truth))]  # every document, in collection order
     assert result.metadata["documents"] == len(truth) == 1797
     assert results["model"].metadata["fitted_on"] == SAMPLE
-    if algorithm in DENSITY:
+    if algorithm in DENSITY or algorithm == "evoc":
         assert labels.min() >= -1
     else:
         assert labels.min() >= 0, f"{algorithm} left documents without a cluster"
@@ -87,7 +88,8 @@ def test_every_algorithm_fits_a_sample_and_assigns_every_document(digits_storage
     count_param = algorithms.REGISTRY[algorithm].count_param
     if count_param:  # num_clusters reached the estimator under its own name
         assert getattr(model.estimator_, count_param) == 10
-        assert result.metadata["num_clusters"] == 10
+        if algorithm != "evoc":  # approx_n_clusters: about 10
+            assert result.metadata["num_clusters"] == 10
     for key, value in config.items():
         if key != "num_clusters":
             assert getattr(model.estimator_, key) == value
@@ -95,7 +97,9 @@ def test_every_algorithm_fits_a_sample_and_assigns_every_document(digits_storage
     # The sampled documents keep the labels the fit gave them (noise stays noise).
     sample_rows = read_output(digits_storage, spec.cluster_name, layout.SAMPLE, "run").column("row").to_numpy()
     agreement = (labels[sample_rows] == model.labels_).mean()
-    assert agreement >= (0.99 if algorithm == "dbscan" else 1.0)  # dbscan: a border point may join either neighbour
+    # dbscan: a border point may join either neighbour; in a UMAP cluster space a sample point is placed
+    # from its neighbours, almost exactly where the fit put it
+    assert agreement >= (0.97 if algorithms.REGISTRY[algorithm].cluster_space != "none" else 1.0)
     assert result.metadata["noise_documents"] == int((labels == -1).sum())
 
 
@@ -174,6 +178,6 @@ def test_invalid_value_is_caught_before_fitting_and_names_the_key():
 
 
 def test_every_registered_algorithm_is_loadable_with_defaults():
-    assert set(algorithms.ALGORITHMS) == set(algorithms.REGISTRY) and len(algorithms.ALGORITHMS) == 8
+    assert set(algorithms.ALGORITHMS) == set(algorithms.REGISTRY) and len(algorithms.ALGORITHMS) == 9
     for name in algorithms.ALGORITHMS:
         algorithms.check_config(name, {})

@@ -130,3 +130,50 @@ def test_dedup_threshold_decides_what_counts_as_a_duplicate():
                                       normalise(local_vectors(["Books", "books"])), 0.5)
     assert fallback_suffix == ["Books", "books (cluster 7)"]
     assert json.dumps(fallback_suffix)
+
+
+def test_no_two_clusters_share_a_label_after_dedup():
+    # three near-identical labels: the dedup gave the second and the third the same suffix ("trail")
+    names = ["Running Shoes", "Running Shoes", "Running Shoes"]
+    vectors = normalise(local_vectors(names))
+    out, renamed = dedup_labels([0, 1, 2], names, [["road"], ["trail"], ["trail", "kids"]], [9, 5, 3], vectors, 0.8)
+    assert len({n.lower() for n in out}) == 3, out
+    assert out == ["Running Shoes", "Running Shoes (trail)", "Running Shoes (kids)"]
+    # an exact repeat is a duplicate whatever the threshold
+    out, _ = dedup_labels([0, 1], ["Online Ads", "Online Ads"], [["ads"], ["ads"]], [2, 1], np.eye(2), 0.99)
+    assert out == ["Online Ads", "Online Ads (cluster 1)"]
+
+
+def test_merge_strategy_records_which_clusters_share_a_label():
+    from cluster_assets.labeling.dedup import merge_groups
+
+    names = ["Running shoes", "Running Shoes!", "Coffee makers", "running shoes"]
+    vectors = normalise(local_vectors(names))
+    out, merged = merge_groups([0, 1, 2, 3], names, [40, 30, 20, 10], vectors, 0.6)
+    assert out == ["Running shoes", "Running shoes", "Coffee makers", "Running shoes"]
+    assert merged == [[1, 3], [0, 3], [], [0, 1]]
+
+
+def test_contrast_reasks_near_duplicates_with_their_neighbours_labels(openai_server, storage):
+    def answers(body: dict) -> dict:
+        prompt = json.dumps(body)
+        cluster = int(documents(body)[0].split()[1].split("-")[0])
+        if "Other clusters of this collection" in prompt:
+            assert "'Running shoes'" in prompt and "kw0" in prompt  # the neighbour's label and keywords
+            return {"label": f"Trail running shoes {cluster}", "summary": "s", "keywords": ["trail"], "confidence": 0.7}
+        return same_label_answers(body)
+
+    openai_server.answer = answers
+    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                      use_embedding_dedup=True, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    outcome = run(spec, storage)
+    labels = {l.cluster_id: l.label for l in outcome.labels}
+    assert labels == {0: "Running shoes", 1: "Trail running shoes 1", 2: "Coffee makers", 3: "Garden tools"}
+    assert outcome.metadata["dedup_reasked"] == 1 and outcome.metadata["dedup_renamed_count"] == 0
+    assert len(openai_server.completions()) == 5
+
+    merged = run(definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                            use_embedding_dedup=True, dedup_strategy="merge", cache_ttl_seconds=0), storage)
+    by_id = {l.cluster_id: l for l in merged.labels}
+    assert by_id[1].label == by_id[0].label == "Running shoes"
+    assert by_id[0].extra["merged_with"] == [1] and by_id[2].extra["merged_with"] == []

@@ -1,11 +1,18 @@
-"""Near-duplicate labels, found by embedding similarity and kept apart by a suffix.
+"""Near-duplicate labels, found by embedding similarity and kept apart, or merged on purpose.
 
 Labels are embedded with the provider's embedding endpoint when it has one, else
 with a local character n-gram TF-IDF (no call). Clusters are visited from the
 largest down; a label whose cosine similarity to an earlier, kept label exceeds
-the threshold keeps its words and gets a suffix: its own first keyword that
-neither label already contains (``Running shoes (trail)``), or its cluster id
-when there is none. Nothing is re-asked, so dedup costs at most one call.
+the threshold (or that equals a label already given) is a near duplicate.
+
+- ``dedup_labels`` keeps its words and adds a suffix: its own first keyword that
+  no label given so far holds (``Running shoes (trail)``), or its cluster id
+  when there is none. After it, no two clusters share a label.
+- ``merge_groups`` leaves the labels as they are and records which clusters share
+  one (the reference's "labels above the threshold are merged"): ``merged_with``.
+- The LLM labeler's ``contrast`` strategy re-asks the model for the near
+  duplicates (``near_duplicates``) with their neighbours' labels and keywords,
+  then applies ``dedup_labels`` to whatever still collides.
 """
 
 from __future__ import annotations
@@ -58,22 +65,56 @@ def label_vectors(labels: Sequence[str], embed: Callable[[list[str]], list[list[
     return normalise(local_vectors(labels)), "local_tfidf", warning
 
 
+def near_duplicates(cluster_ids: Sequence[int], labels: Sequence[str], sizes: Sequence[int], vectors: np.ndarray,
+                    threshold: float) -> dict[int, list[int]]:
+    """Index of each near-duplicate label -> the indices of the earlier (larger) labels it is close to."""
+    out: dict[int, list[int]] = {}
+    kept: list[int] = []
+    for i in sorted(range(len(labels)), key=lambda k: (-sizes[k], cluster_ids[k])):
+        close = [j for j in kept if float(vectors[j] @ vectors[i]) > threshold
+                 or labels[j].strip().lower() == labels[i].strip().lower()]
+        if close:
+            out[i] = close
+        kept.append(i)
+    return out
+
+
 def dedup_labels(cluster_ids: Sequence[int], labels: Sequence[str], keywords: Sequence[Sequence[str]],
                  sizes: Sequence[int], vectors: np.ndarray, threshold: float) -> tuple[list[str], list[Renamed]]:
-    """New labels (same order as given) and the renames made."""
+    """New labels (same order as given), no two alike (case-insensitive), and the renames made."""
     out = list(labels)
     renamed: list[Renamed] = []
     kept: list[int] = []
+    given: set[str] = set()
     for i in sorted(range(len(labels)), key=lambda k: (-sizes[k], cluster_ids[k])):
         if kept:
             sims = vectors[kept] @ vectors[i]
             best = int(np.argmax(sims))
-            if sims[best] > threshold:
-                j = kept[best]
-                taken = (labels[i] + " " + out[j]).lower()
-                suffix = next((w for w in keywords[i] if w and w.lower() not in taken), None)
+            if sims[best] > threshold or labels[i].strip().lower() in given:
+                j = kept[best] if sims[best] > threshold else next(k for k in kept if out[k].strip().lower()
+                                                                     == labels[i].strip().lower())
+                taken = " ".join([labels[i], *(out[k] for k in kept)]).lower()
+                suffix = next((w for w in keywords[i] if w and w.lower() not in taken
+                               and f"{labels[i]} ({w})".lower() not in given), None)
                 out[i] = f"{labels[i]} ({suffix})" if suffix else f"{labels[i]} (cluster {cluster_ids[i]})"
                 renamed.append(Renamed(int(cluster_ids[i]), labels[i], out[i], int(cluster_ids[j]),
-                                       round(float(sims[best]), 4)))
+                                       round(float(vectors[j] @ vectors[i]), 4)))
+        given.add(out[i].strip().lower())
         kept.append(i)
     return out, renamed
+
+
+def merge_groups(cluster_ids: Sequence[int], labels: Sequence[str], sizes: Sequence[int], vectors: np.ndarray,
+                 threshold: float) -> tuple[list[str], list[list[int]]]:
+    """Labels merged on purpose: each near duplicate takes the label of the larger cluster it is
+    closest to, and every cluster of a group lists the others' ids (``merged_with``; empty alone)."""
+    out = list(labels)
+    group = list(range(len(labels)))
+    for i, close in sorted(near_duplicates(cluster_ids, labels, sizes, vectors, threshold).items(),
+                           key=lambda item: (-sizes[item[0]], cluster_ids[item[0]])):
+        j = max(close, key=lambda k: float(vectors[k] @ vectors[i]))
+        group[i] = group[j]
+        out[i] = out[j]
+    merged = [[int(cluster_ids[k]) for k in range(len(labels)) if k != i and group[k] == group[i]]
+              for i in range(len(labels))]
+    return out, merged

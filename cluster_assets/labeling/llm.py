@@ -24,9 +24,10 @@ from cluster_assets.labeling import shape
 from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
 from cluster_assets.labeling.cache import LabelCache, cache_key
 from cluster_assets.labeling.inputs import (
-    Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
+    TEXT, Part, Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
     sigv4_s3_client,
 )
+from cluster_assets.labeling import prompts
 from cluster_assets.labeling.prompts import Prompt, build_parent_prompt, build_prompt
 from cluster_assets.labeling.providers.base import Completion, Provider
 from cluster_assets.secrets import redact_url
@@ -221,15 +222,48 @@ class LLMLabeler:
         names = [l.label for l in labels]
         embed = None if self.provider.stopped else self.provider.embed
         vectors, method, warning = dd.label_vectors(names, embed)
+        ids, sizes = [l.cluster_id for l in labels], [e.count for e in evidence]
+        threshold, strategy = self.config.embedding_similarity_threshold, self.config.dedup_strategy
+        meta = {"dedup_method": method, "dedup_threshold": threshold, "dedup_strategy": strategy,
+                "embedding_calls": int(method == "provider")}
+        if strategy == "merge":
+            merged_names, merged_with = dd.merge_groups(ids, names, sizes, vectors, threshold)
+            out = [dataclasses.replace(l, label=n, extra={**l.extra, "merged_with": m})
+                   for l, n, m in zip(labels, merged_names, merged_with)]
+            meta["dedup_merged_count"] = sum(1 for m in merged_with if m)
+            return out, meta, warning
+        if strategy == "contrast":
+            labels, meta["dedup_reasked"] = self.contrast(labels, evidence, dd.near_duplicates(ids, names, sizes, vectors, threshold))
+            names = [l.label for l in labels]
+            vectors, _, again = dd.label_vectors(names, embed)
+            meta["embedding_calls"] += int(method == "provider")
+            warning = warning or again
         new_names, renamed = dd.dedup_labels(
-            [l.cluster_id for l in labels], names, [l.keywords or e.keywords for l, e in zip(labels, evidence)],
-            [e.count for e in evidence], vectors, self.config.embedding_similarity_threshold)
+            ids, names, [l.keywords or e.keywords for l, e in zip(labels, evidence)], sizes, vectors, threshold)
         out = [dataclasses.replace(l, label=n) if n != l.label else l for l, n in zip(labels, new_names)]
-        meta = {
-            "dedup_method": method,
-            "dedup_threshold": self.config.embedding_similarity_threshold,
+        meta.update({
             "dedup_renamed": [dataclasses.asdict(r) for r in renamed[:MAX_LISTED]],
             "dedup_renamed_count": len(renamed),
-            "embedding_calls": int(method == "provider"),
-        }
+        })
         return out, meta, warning
+
+    def contrast(self, labels: list[ClusterLabel], evidence: list[ClusterEvidence],
+                 duplicates: dict[int, list[int]]) -> tuple[list[ClusterLabel], int]:
+        """Ask again for each near-duplicate cluster, showing the labels and keywords it must differ from."""
+        out = list(labels)
+
+        def one(i: int) -> ClusterResult:
+            prompt, _ = self.prompt_for(evidence[i])
+            neighbours = "\n".join(f"- {labels[j].label!r} (keywords: {', '.join(labels[j].keywords[:8])})"
+                                   for j in duplicates[i])
+            extra = Part(TEXT, prompts.CONTRAST_PROMPT.substitute(neighbours=neighbours))
+            contrasted = Prompt(prompt.system, (*prompt.parts, extra))
+            return self.ask(evidence[i], contrasted, self.key_for(contrasted))
+
+        todo = sorted(duplicates)
+        workers = max(1, min(self.config.max_concurrency, len(todo) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-contrast") as pool:
+            for i, result in zip(todo, pool.map(one, todo)):
+                if result.label.source == "llm":
+                    out[i] = result.label
+        return out, len(todo)

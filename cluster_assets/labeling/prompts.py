@@ -34,6 +34,10 @@ PARENT_PROMPT = Template(
     "share$summary_clause$keywords_clause, and rate your confidence that the label fits every sub-cluster, "
     "from 0 to 1.\n\n$children"
 )
+CONTRAST_PROMPT = Template(
+    "Other clusters of this collection already carry labels close to the one this cluster would get:\n"
+    "$neighbours\nName what tells THIS cluster apart from them: its label must differ from theirs."
+)
 SUMMARY_CLAUSE = ", a one- or two-sentence summary"
 KEYWORDS_CLAUSE = ", 3 to 8 keywords"
 

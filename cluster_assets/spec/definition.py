@@ -22,6 +22,30 @@ class DimensionReduction(_Strict):
     fit_size: int = Field(5_000, ge=10)
 
 
+class ClusterSpace(_Strict):
+    """Extension: the space the algorithm clusters in, fitted on the sample and applied to every document.
+
+    ``algorithm_config`` holds only the estimator's own parameters; this says where it runs.
+    Default: the algorithm's own (``algorithms.REGISTRY[...].cluster_space``: UMAP for the
+    density algorithms and mean_shift, the raw vectors for the others).
+    """
+
+    method: Literal["umap", "pca", "none"] = "umap"
+    components: int = Field(5, ge=1, le=100, validation_alias=AliasChoices("components", "n_components"))
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Outliers(_Strict):
+    """Extension: give noise documents (-1) the nearest cluster after all, for new files too.
+
+    The distance is measured in the space the algorithm clustered in, to the cluster's
+    centroid there; ``max_distance`` caps it (no cap when unset).
+    """
+
+    reassign: bool = False
+    max_distance: float | None = Field(None, gt=0)
+
+
 class Enrichment(_Strict):
     target_collection_id: str | None = None
     fields: list[str] = Field(default_factory=lambda: ["label", "summary", "keywords"])
@@ -86,6 +110,8 @@ class ClusterDefinition(_Strict):
     hierarchical: bool = False
     hierarchy: HierarchyOptions = Field(default_factory=HierarchyOptions)
     sample_size: int | None = Field(None, ge=1)
+    cluster_space: ClusterSpace | None = None
+    outliers: Outliers = Field(default_factory=Outliers)
     # Extension: L2-normalise each feature before clustering (always done per
     # feature when several addresses are combined, so none dominates).
     normalize: bool = False
@@ -144,7 +170,7 @@ class ClusterDefinition(_Strict):
     @model_validator(mode="after")
     def _cross_field_checks(self) -> "ClusterDefinition":
         try:
-            algorithms.check_config(self.algorithm, self.algorithm_config)
+            algorithms.check_config(self.algorithm, self.algorithm_config, self.hierarchical)
         except algorithms.AlgorithmConfigError as exc:
             raise ValueError(f"{exc.field}: {exc}") from None
         extra = set((self.llm_labeling.response_shape or {}) if self.llm_labeling else {})
@@ -167,9 +193,10 @@ class ClusterDefinition(_Strict):
 
     @model_validator(mode="after")
     def _sample_holds_the_clusters(self) -> "ClusterDefinition":
-        wanted = algorithms.requested_clusters(self.algorithm, self.algorithm_config)
+        wanted = algorithms.requested_clusters(self.algorithm, self.algorithm_config, self.hierarchical)
         if self.sample_size is not None and wanted is not None and self.sample_size < wanted:
-            given = sorted({"num_clusters", algorithms.REGISTRY[self.algorithm].count_param} & set(self.algorithm_config))
+            given = sorted({"num_clusters", algorithms.count_param(self.algorithm, self.hierarchical)}
+                           & set(self.algorithm_config))
             asked = f"algorithm_config.{given[0]}" if given else f"{self.algorithm}'s default"
             raise ValueError(f"sample_size: {self.sample_size} is smaller than the {wanted} clusters asked for by "
                              f"{asked}; the model is fitted on the sample: raise sample_size or lower num_clusters")
@@ -190,6 +217,12 @@ class ClusterDefinition(_Strict):
     def multiple_sources_per_target(self, collection_id: str) -> bool:
         targets = self.target_collection_ids()
         return sum(1 for t in targets.values() if t == targets[collection_id]) > 1
+
+    def cluster_space_or_default(self) -> ClusterSpace:
+        """The space the algorithm clusters in: the definition's, else the algorithm's default."""
+        if self.cluster_space is not None:
+            return self.cluster_space
+        return ClusterSpace(method=algorithms.REGISTRY[self.algorithm].cluster_space)
 
     def fit_size(self) -> int:
         return self.sample_size or algorithms.REGISTRY[self.algorithm].default_fit_size

@@ -52,6 +52,10 @@ class LLMLabeling(_Strict):
     response_shape: dict[str, Any] | None = None
     use_embedding_dedup: bool = False
     embedding_similarity_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    # Extension: what dedup does with near-duplicate labels: a suffix from the cluster's own keywords,
+    # re-ask the model with the neighbours' labels and keywords (contrast; then a suffix for what still
+    # collides), or merge them on purpose (the labels stay shared; ``merged_with`` lists the clusters).
+    dedup_strategy: Literal["suffix", "contrast", "merge"] = "suffix"
     cache_ttl_seconds: int = Field(604_800, ge=0)
     max_concurrency: int = Field(4, ge=1, le=64)
     timeout_seconds: float = Field(60.0, gt=0)

@@ -57,22 +57,33 @@ def read_assignments(storage: Storage, spec: ClusterDefinition, fit_id: str, par
 
 def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
                 partition: str) -> tuple[int, quality.ClusterStats, dict]:
-    """Assign one file; returns its document count, per-cluster stats (also written beside it), fingerprint."""
+    """Assign one file; returns its document count, per-cluster stats (also written beside it), fingerprint.
+
+    The fingerprint also carries ``noise_before_reassignment`` (the noise count before outlier reassignment).
+    """
     fit = load_fit(storage, spec, fit_id)
     plan = load_plan(storage, spec, fit.sample_id)
     fingerprint = file_fingerprint(storage, partition)
     stats = quality.ClusterStats()
     schema = SCHEMA.with_metadata({SOURCE_META: json.dumps(fingerprint).encode()})
+    noise_before = 0
 
     def batches():
+        nonlocal noise_before
         for ids, X in file_batches(storage, spec, plan, partition):
-            labels = fit.predict(X)
+            labels, noise = fit.assign(X)
+            noise_before += noise
             stats.update(X, labels)
             yield pa.table({ID: ids, "cluster_id": pa.array(labels.astype(np.int32))}, schema=schema)
 
     rows = storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
-    storage.write_table(stats.to_table(), *layout.file_parts(spec, fit_id, partition, layout.STATS))
-    return rows, stats, fingerprint
+    table = stats.to_table()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()})
+    storage.write_table(table, *layout.file_parts(spec, fit_id, partition, layout.STATS))
+    return rows, stats, {**fingerprint, NOISE_BEFORE: noise_before}
+
+
+NOISE_BEFORE = "noise_before_reassignment"
 
 
 def run_assignments(ctx: StageContext) -> StageResult:
@@ -81,9 +92,11 @@ def run_assignments(ctx: StageContext) -> StageResult:
     result = StageResult()
     total = quality.ClusterStats()
     per_file: dict[str, int] = {}
+    noise_before = 0
     with timed(result, "duration_s"):
         done = ctx.engine.map(assign_file, storage, spec, fit_id, ctx.partitions)
         for partition, (rows, stats, fingerprint) in zip(ctx.partitions, done):
+            noise_before += fingerprint.pop(NOISE_BEFORE, 0)
             total.merge(stats)
             per_file[partition] = rows
             result.per_partition[partition] = {
@@ -104,6 +117,7 @@ def run_assignments(ctx: StageContext) -> StageResult:
         "num_clusters": len(sizes),
         "noise_documents": noise,
         "noise_share": round(noise / documents, 4) if documents else 0.0,
+        "noise_share_before_reassignment": round(noise_before / documents, 4) if documents else 0.0,
         "largest_cluster": sizes[0] if sizes else 0,
         "smallest_cluster": sizes[-1] if sizes else 0,
         **ctx.engine.describe(),

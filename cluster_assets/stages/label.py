@@ -71,9 +71,12 @@ def fit_clusters(storage, spec: ClusterDefinition, fit, X: np.ndarray, partition
                  result: StageResult) -> pa.Table:
     """One row per cluster of the fit: centroid and count over every assigned file, quality, hierarchy."""
     stats = quality.ClusterStats()
+    noise_before = 0
     for p in partitions:
-        stats.merge(quality.ClusterStats.from_table(
-            storage.read_table(*layout.file_parts(spec, fit.fit_id, p, layout.STATS))))
+        table = storage.read_table(*layout.file_parts(spec, fit.fit_id, p, layout.STATS))
+        stats.merge(quality.ClusterStats.from_table(table))
+        before = (table.schema.metadata or {}).get(b"noise_before_reassignment")
+        noise_before += int(before) if before is not None else int(stats_noise(table))
     cluster_ids = stats.cluster_ids()
     centroids = stats.centroids(cluster_ids).astype(np.float32).reshape(len(cluster_ids), X.shape[1])
     clusters = pa.table({
@@ -95,6 +98,7 @@ def fit_clusters(storage, spec: ClusterDefinition, fit, X: np.ndarray, partition
         "documents": documents,
         "noise_documents": noise,
         "noise_share": round(noise / documents, 4) if documents else 0.0,
+        "noise_share_before_reassignment": round(noise_before / documents, 4) if documents else 0.0,
         "largest_cluster": sizes[0] if sizes else 0,
         "smallest_cluster": sizes[-1] if sizes else 0,
         "cluster_sizes": {str(c): stats.counts[c] for c in cluster_ids},
@@ -103,6 +107,11 @@ def fit_clusters(storage, spec: ClusterDefinition, fit, X: np.ndarray, partition
     result.metadata.update(readout.metadata())
     result.markdown["cluster_quality"] = readout.markdown()
     return clusters
+
+
+def stats_noise(table: pa.Table) -> int:
+    """Noise documents of a stats table written before noise reassignment existed."""
+    return quality.ClusterStats.from_table(table).counts.get(-1, 0)
 
 
 def add_hierarchy(storage, spec: ClusterDefinition, fit, clusters: pa.Table, centroids: np.ndarray,
@@ -158,7 +167,7 @@ def run_labels(ctx: StageContext) -> StageResult:
         central = kw.central_indices(X, labels, centroids, per_cluster)
         representative_ids = {c: [sample_ids[i].as_py() for i in idx] for c, idx in central.items()}
         snippets = {c: texts[idx[0]][:SNIPPET] for c, idx in central.items() if len(idx) and texts[idx[0]]}
-        coverage = kw.keyword_coverage(texts, labels, keywords)
+        coverage = kw.keyword_lift(texts, labels, keywords)
         data = kw.data_labels(cluster_ids, counts, keywords, representative_ids, snippets, coverage)
 
         wanted = pa.array([i for ids in representative_ids.values() for i in ids], pa.string())

@@ -26,7 +26,11 @@ from cluster_assets.stages.result import StageResult, timed
 
 @dataclass
 class Fit:
-    """What a fit holds: the model, the reducer, the sample's ids and labels, and where it came from."""
+    """What a fit holds: the model, the reducer, the sample's ids and labels, and where it came from.
+
+    ``space`` (the cluster space, fitted on the sample) and ``outliers`` (noise reassignment)
+    are part of the fit, so every file, new ones included, is assigned exactly as the sample was.
+    """
 
     fit_id: str
     sample_id: str
@@ -35,9 +39,47 @@ class Fit:
     sample_labels: np.ndarray  # stable cluster ids of the sample documents, in sample order
     id_map: dict[int, int]  # the model's own label -> the stable cluster id
     code_version: str = ""
+    space: MapReducer | None = None  # None: the algorithm clusters the raw vectors
+    outliers: OutlierReassignment | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return remap(self.model.predict(X), self.id_map)
+        return self.assign(X)[0]
+
+    def assign(self, X: np.ndarray) -> tuple[np.ndarray, int]:
+        """Stable cluster ids of ``X`` and how many were noise before outlier reassignment."""
+        Z = self.space.transform(X) if self.space is not None else X
+        labels = self.model.predict(Z)
+        noise_before = int((labels < 0).sum())
+        if self.outliers is not None:
+            labels = self.outliers.reassign(Z, labels)
+        return remap(labels, self.id_map), noise_before
+
+
+@dataclass
+class OutlierReassignment:
+    """Noise points join the cluster whose centroid (in the cluster space) is nearest, within ``max_distance``."""
+
+    cluster_ids: np.ndarray  # the model's own labels
+    centroids: np.ndarray  # their centroids in the space the algorithm clustered in
+    max_distance: float | None = None
+
+    @classmethod
+    def fit(cls, Z: np.ndarray, labels: np.ndarray, max_distance: float | None) -> "OutlierReassignment":
+        ids = np.unique(labels[labels >= 0])
+        centroids = np.array([Z[labels == c].mean(axis=0) for c in ids], dtype=np.float32).reshape(len(ids), -1)
+        return cls(ids.astype(np.int64), centroids, max_distance)
+
+    def reassign(self, Z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        noise = np.flatnonzero(labels < 0)
+        if not len(noise) or not len(self.cluster_ids):
+            return labels
+        from sklearn.metrics import pairwise_distances_argmin_min
+
+        nearest, distance = pairwise_distances_argmin_min(np.asarray(Z[noise], np.float32), self.centroids)
+        close = distance <= self.max_distance if self.max_distance is not None else np.ones(len(noise), bool)
+        out = np.array(labels, dtype=np.int64, copy=True)
+        out[noise[close]] = self.cluster_ids[nearest[close]]
+        return out
 
 
 def remap(labels: np.ndarray, id_map: dict[int, int]) -> np.ndarray:
@@ -57,8 +99,23 @@ def reduction_of(spec: ClusterDefinition) -> tuple[DimensionReduction, bool]:
 
 
 def fit_model(spec: ClusterDefinition, X: np.ndarray) -> ClusterModel:
-    params = algorithms.estimator_params(spec.algorithm, spec.algorithm_config)
+    params = algorithms.estimator_params(spec.algorithm, spec.algorithm_config, spec.hierarchical)
     return ClusterModel(spec.algorithm, params).fit(X)
+
+
+# UMAP for clustering rather than drawing: points packed tightly (min_dist 0), as BERTopic does
+CLUSTER_SPACE_UMAP = {"min_dist": 0.0}
+
+
+def fit_space(spec: ClusterDefinition, X: np.ndarray) -> tuple[MapReducer | None, np.ndarray]:
+    """The cluster space fitted on the sample (None for ``none``) and the sample in it."""
+    space = spec.cluster_space_or_default()
+    if space.method == "none":
+        return None, X
+    config = {**CLUSTER_SPACE_UMAP, **space.config} if space.method == "umap" else space.config
+    reducer = MapReducer(space.method, space.components, config, layout.seed(spec)).fit(X)
+    Z = reducer.embedding_ if reducer.method_ == "umap" else reducer.transform(X)
+    return reducer, np.asarray(Z, dtype=np.float32)
 
 
 def fit_reducer(spec: ClusterDefinition, X: np.ndarray) -> MapReducer:
@@ -121,13 +178,21 @@ def run_model(ctx: StageContext) -> StageResult:
     result = StageResult()
     with timed(result, "duration_s"):
         _, X = read_sample_matrix(storage, spec, sample_id)
+        with timed(result, "cluster_space_fit_s"):
+            space, Z = fit_space(spec, X)
         with timed(result, "fit_s"):
-            model = fit_model(spec, X)
-        # hdbscan's tree (hierarchical: true) speaks the model's own labels: keep them there
-        id_map = stable_ids(model.labels_, X, None if spec.hierarchical else previous_centroids(storage, spec))
+            model = fit_model(spec, Z)
+        own_labels = model.labels_
+        outliers = None
+        if spec.outliers.reassign:
+            outliers = OutlierReassignment.fit(Z, own_labels, spec.outliers.max_distance)
+            own_labels = outliers.reassign(Z, own_labels)
+        # an algorithm's own tree (hierarchical: true) speaks the model's own labels: keep them there
+        id_map = stable_ids(own_labels, X, None if spec.hierarchical else previous_centroids(storage, spec))
         with timed(result, "reducer_fit_s"):
             reducer = fit_reducer(spec, X)
-        fit = Fit(fit_id, sample_id, model, reducer, remap(model.labels_, id_map), id_map, ctx.code_version)
+        fit = Fit(fit_id, sample_id, model, reducer, remap(own_labels, id_map), id_map, ctx.code_version,
+                  space, outliers)
         uri = storage.write_bytes(pickle.dumps(fit), *layout.fit_parts(spec, fit_id, layout.MODEL))
         storage.write_bytes(json.dumps({"fit_id": fit_id, "sample_id": sample_id, "code_version": ctx.code_version,
                                         "algorithm": spec.algorithm}).encode(),
@@ -142,6 +207,11 @@ def run_model(ctx: StageContext) -> StageResult:
         "fitted_on": len(X),
         "sample_clusters": int(len(np.unique(labels[labels >= 0]))),
         "sample_noise_share": round(float((labels < 0).mean()), 4) if len(labels) else 0.0,
+        "sample_noise_share_before_reassignment": round(float((model.labels_ < 0).mean()), 4) if len(labels) else 0.0,
+        "cluster_space": (f"{space.method_} {space.n_components}-d (fitted on the sample)" if space is not None
+                          else "none (the raw vectors)"),
+        "derived_parameters": {k: v for k, v in model.fitted_params_.items()
+                               if isinstance(v, (int, float, str)) and model.params.get(k) != v},
         "clusters_renumbered_to_previous_ids": sum(1 for k, v in id_map.items() if k != v),
         "map_method": reduction.method + (" (default: no dimension_reduction in the definition)" if defaulted else ""),
         "map_components": reduction.components,

@@ -56,11 +56,11 @@ def check_unique(ids: pa.Array, owners: pa.Array) -> None:
 
 def check_enough_documents(spec: ClusterDefinition, total: int, size: int) -> None:
     """Fail before any work when the fit would have fewer documents than the clusters asked for."""
-    wanted = algorithms.requested_clusters(spec.algorithm, spec.algorithm_config)
+    wanted = algorithms.requested_clusters(spec.algorithm, spec.algorithm_config, spec.hierarchical)
     if wanted is None or size >= wanted:
         return
     where = ", ".join(map(repr, spec.source_collection_ids))
-    configured = set(spec.algorithm_config) & {"num_clusters", algorithms.REGISTRY[spec.algorithm].count_param}
+    configured = set(spec.algorithm_config) & {"num_clusters", algorithms.count_param(spec.algorithm, spec.hierarchical)}
     asked = (f"algorithm_config.{sorted(configured)[0]}" if configured
              else f"{spec.algorithm}'s default (set algorithm_config.num_clusters)")
     if size < total:
