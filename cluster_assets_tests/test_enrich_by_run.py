@@ -1,0 +1,95 @@
+"""Enrichment as its own operation, tied to a run: `cluster-assets enrich --run-id/--target/--fields` and the
+reference's request body, through Dagster (the run shows in the history)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from cluster_assets import ownership
+from cluster_assets.cli import main
+from cluster_assets.loader import build_defs
+from cluster_assets.runs import run_full
+from cluster_assets.spec import load_definitions
+from cluster_assets.stages import PER_FILE, layout
+from cluster_assets_tests.conftest import write_definition
+from cluster_assets_tests.small import append_blobs, definition, write_blobs
+
+
+def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definitions_dir, storage, dagster_home):
+    write_blobs(storage)
+    write_definition(definitions_dir, definition())
+    spec = load_definitions(definitions_dir)[0][0].spec
+    instance = dg.DagsterInstance.get()
+    defs = build_defs(definitions_dir)
+    first = run_full(defs, spec, instance, storage, raise_on_error=True)
+    append_blobs(storage, "points", 5, 900)
+    incremental = run_full(defs, spec, instance, storage, stages=PER_FILE, raise_on_error=True)
+    second = run_full(defs, spec, instance, storage, raise_on_error=True)
+    assert layout.read_current(storage, spec).fit_id == second.run_id
+
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(main, ["executions", "blobs", "--json"]).output)
+    assert incremental.run_id in [r["run_id"] for r in listed]
+    done = runner.invoke(main, ["enrich", "blobs", "--run-id", incremental.run_id, "--target", "by_run",
+                                "--fields", "cluster_id,label"])
+    assert done.exit_code == 0, done.output
+    target = storage.root + "/collections/by_run"
+    owner = ownership.read_owner(storage, "by_run")
+    assert owner.cluster_name == "blobs" and owner.fit_id == first.run_id
+    assert sorted(owner.files) == ["part-0.parquet", "part-900.parquet"]
+    for name in owner.files:
+        table = pq.read_table(f"{target}/{name}")
+        assert {"cluster_id", "label"} <= set(table.column_names) and "summary" not in table.column_names
+        expected = storage.read_table(*layout.file_parts(spec, first.run_id, f"points/{name}", layout.ASSIGNMENTS))
+        assert dict(zip(table.column("document_id").to_pylist(), table.column("cluster_id").to_pylist())) == \
+            dict(zip(expected.column("document_id").to_pylist(), expected.column("cluster_id").to_pylist()))
+    runs = json.loads(runner.invoke(main, ["executions", "blobs", "--json"]).output)
+    assert set(runs[0]["materialized"]) == {"enriched_collection"} and runs[0]["status"] == "SUCCESS"
+    assert runs[0]["enriched_collections"] == {"by_run": storage.uri("collections", "by_run")}
+
+    # the reference's body, as it is written, from a file
+    body = tmp_path / "enrich.json"
+    body.write_text(json.dumps({"run_id": second.run_id, "target_collection_id": "by_body",
+                                "fields": ["cluster_id", "label", "summary", "keywords"]}))
+    done = runner.invoke(main, ["enrich", "blobs", "--body", str(body)])
+    assert done.exit_code == 0, done.output
+    assert ownership.read_owner(storage, "by_body").fit_id == second.run_id
+    assert {"cluster_id", "label", "summary", "keywords"} <= set(
+        pq.read_table(f"{storage.root}/collections/by_body/part-0.parquet").column_names)
+
+    count = len(instance.get_run_records())
+    missing = runner.invoke(main, ["enrich", "blobs", "--run-id", "no-such-run", "--target", "nope"])
+    assert missing.exit_code == 1 and "run 'no-such-run' is not in the Dagster instance" in missing.output
+    storage.fs.delete_dir(storage.path(*layout.cluster_parts(spec, "fits", first.run_id)))
+    gone = runner.invoke(main, ["enrich", "blobs", "--run-id", first.run_id, "--target", "nope"])
+    assert gone.exit_code == 1 and f"the outputs of its fit {first.run_id} are gone" in gone.output
+    bad = runner.invoke(main, ["enrich", "blobs", "--target", "points"])
+    assert bad.exit_code == 1 and "must differ from the source collections" in bad.output
+    assert not storage.exists("collections", "nope") and len(instance.get_run_records()) == count
+
+
+def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, storage, dagster_home):
+    """What GraphQL submits: the asset's run config; a target another definition reads is refused by ownership."""
+    from cluster_assets import enrich_runs
+
+    write_blobs(storage)
+    write_blobs(storage, "other")
+    write_definition(definitions_dir, definition())
+    spec = load_definitions(definitions_dir)[0][0].spec
+    instance = dg.DagsterInstance.get()
+    defs = build_defs(definitions_dir)
+    full = run_full(defs, spec, instance, storage, raise_on_error=True)
+    config = enrich_runs.EnrichConfig(run_id=full.run_id, target_collection_id="other", fields=["cluster_id"])
+    refused = run_full(defs, spec, instance, storage, stages=[enrich_runs.STAGE],
+                       run_config=enrich_runs.run_config(spec, defs, config))
+    assert not refused.success
+    assert ownership.read_owner(storage, "other") is None
+    ok = run_full(defs, spec, instance, storage, stages=[enrich_runs.STAGE],
+                  run_config=enrich_runs.run_config(spec, defs, config.model_copy(update={"target_collection_id":
+                                                                                          "mine"})))
+    assert ok.success
+    assert pq.read_table(f"{storage.root}/collections/mine/part-0.parquet").column_names[-1] == "cluster_id"
