@@ -15,6 +15,7 @@ from dagster._core.events import DagsterEventType
 
 from cluster_assets.spec import ClusterDefinition, parse_definition
 from cluster_assets.stages import layout
+from cluster_assets.stages.outputs import fit_files
 from cluster_assets.storage import Storage
 
 STAGE = "enriched_collection"
@@ -60,14 +61,9 @@ def fit_of_run(instance: dg.DagsterInstance, spec: ClusterDefinition, run_id: st
 
 
 def assigned_partitions(storage: Storage, spec: ClusterDefinition, fit_id: str) -> list[str]:
-    """``<collection_id>/<file name>`` of every file the fit assigned, in source order."""
-    out = []
-    for cid in spec.source_collection_ids:
-        base = layout.cluster_parts(spec, "fits", fit_id, "files", cid)
-        for name in sorted(storage.list_dir(*base)):
-            if storage.exists(*base, name, layout.ASSIGNMENTS):
-                out.append(layout.partition_key(cid, name))
-    return out
+    """``<collection_id>/<file name>`` of every file of the definition's sources the fit assigned."""
+    return [p for p in fit_files(storage, spec.cluster_name, fit_id)
+            if layout.split_partition(p)[0] in spec.source_collection_ids]
 
 
 def check_fit_outputs(storage: Storage, spec: ClusterDefinition, fit_id: str, run_id: str) -> list[str]:
