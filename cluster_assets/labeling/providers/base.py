@@ -163,8 +163,10 @@ class Provider:
             if self._stopped is None:
                 self._stopped = reason
 
-    def complete(self, prompt: Prompt, schema: dict) -> Completion:
-        """Ask until a valid answer, a fatal error or the retry budget runs out; never raises."""
+    def complete(self, prompt: Prompt, schema: dict,
+                 parse: Callable[[str | None, dict], dict] = parse_answer) -> Completion:
+        """Ask until a valid answer (``parse`` raises ``AnswerError`` for an invalid one), a fatal error or the
+        retry budget runs out; never raises."""
         done = Completion()
         sent_schema = wire_schema(schema)
         attempt = 0
@@ -201,7 +203,7 @@ class Provider:
             done.output_tokens += reply.output_tokens
             try:
                 # A model may echo what it was given (a key in a document, a gateway's banner).
-                done.answer = self.scrubber.value(parse_answer(reply.text, schema))
+                done.answer = self.scrubber.value(parse(reply.text, schema))
                 return done
             except AnswerError as exc:
                 if attempt >= self.max_retries:
