@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cluster_assets.keywords import ClusterLabel, bounded
 from cluster_assets.labeling import dedup as dd
+from cluster_assets.labeling import media
 from cluster_assets.labeling import shape
 from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
 from cluster_assets.labeling.cache import LabelCache, cache_key
@@ -66,7 +67,7 @@ class LLMLabeler:
         self.presign = presign or default_presigner(getattr(config, "presign_expiry_seconds", 3600))
         self.mappings = list(config.labeling_inputs.input_mappings) if config.labeling_inputs else []
         # Before any call: a modality the provider cannot take is a configuration error.
-        check_modalities(self.mappings, provider.name, provider.model, provider.modalities)
+        check_modalities(self.mappings, provider.name, provider.model, provider.modalities())
         self.schema = shape.response_schema(config.response_shape, config.include_summary, config.include_keywords)
         self.extra = shape.extra_fields(config.response_shape)
         self.batched = asks_for_clusters(config.custom_prompt)
@@ -116,9 +117,9 @@ class LLMLabeler:
 
     def ask(self, evidence: ClusterEvidence, prompt: Prompt, key: str) -> ClusterResult:
         try:
-            sent = Prompt(prompt.system, tuple(presign_parts(prompt.parts, self.presign)))
-        except Exception as exc:  # noqa: BLE001 - a URL that cannot be signed fails this cluster only
-            return self.fallback(evidence, Completion(), f"cannot presign a media URL: {self.provider.scrub(str(exc))[:200]}")
+            sent = self.sendable(prompt)
+        except Exception as exc:  # noqa: BLE001 - media that cannot be signed or read fails this cluster only
+            return self.fallback(evidence, Completion(), self.media_failure(exc))
         completion = self.provider.complete(
             sent, self.schema, lambda text, _: shape.parse_answer(text, self.answer_schema, evidence.cluster_id))
         if completion.answer is None:
@@ -126,6 +127,16 @@ class LLMLabeler:
         if self.cache:
             self.cache.put(key, completion.answer)
         return ClusterResult(self.from_answer(evidence, completion.answer), completion)
+
+    def sendable(self, prompt: Prompt) -> Prompt:
+        """The prompt as sent: s3:// media presigned, video and audio in the form the provider takes them
+        (after the cache key is made: the key holds the URLs, never signatures or media bytes)."""
+        parts = presign_parts(prompt.parts, self.presign)
+        return Prompt(prompt.system, tuple(media.prepare(parts, self.provider.media)))
+
+    def media_failure(self, exc: Exception) -> str:
+        what = "read a media input" if isinstance(exc, (media.MediaError, OSError)) else "presign a media URL"
+        return f"cannot {what}: {self.provider.scrub(str(exc))[:200]}"
 
     def from_answer(self, evidence: ClusterEvidence, answer: dict) -> ClusterLabel:
         data = evidence.data_label
@@ -225,10 +236,9 @@ class LLMLabeler:
             custom_prompt=self.config.custom_prompt, schema=self.schema,
             clusters=[(e.cluster_id, e.count, e.keywords, self.documents_for(e)[0]) for e in items])
         try:
-            sent = Prompt(prompt.system, tuple(presign_parts(prompt.parts, self.presign)))
+            sent = self.sendable(prompt)
         except Exception as exc:  # noqa: BLE001
-            reason = f"cannot presign a media URL: {self.provider.scrub(str(exc))[:200]}"
-            return [self.fallback(e, Completion(), reason) for e in items]
+            return [self.fallback(e, Completion(), self.media_failure(exc)) for e in items]
         # structured output takes an object at the top: the array is its one field
         schema = shape.object_schema({"clusters": {"type": "array", "items": shape.object_schema(
             {"cluster_id": {"type": "string"}, **self.schema["properties"]})}})
