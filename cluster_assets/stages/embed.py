@@ -30,10 +30,15 @@ def plan_features(storage: Storage, spec: ClusterDefinition) -> list[FeatureColu
     """Resolve each address to a column present, with the same kind, in every source collection."""
     plan: list[FeatureColumn] = []
     for address in spec.feature_addresses:
-        column = features.parse_address(address)
+        column = None
         kind, dim = None, None
         for cid in spec.source_collection_ids:
             schema = storage.collection_dataset(cid).schema
+            resolved = features.resolve_column(address, schema, cid)
+            if column is not None and resolved != column:
+                raise FeatureError(f"feature address {address!r} is column {column!r} in one collection and "
+                                   f"{resolved!r} in {cid!r}: name the columns alike")
+            column = resolved
             if column not in schema.names:
                 raise CollectionError(
                     f"collection {cid!r} has no feature column {column!r} (from address {address!r}); "

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster_assets import ownership
-from cluster_assets.features import parse_address
+from cluster_assets.features import feature_column_names
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.assign import read_assignments
@@ -119,7 +119,7 @@ def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
     """The source columns copied into the target: ``enrichment.columns``, else all but the feature vectors."""
     if spec.enrichment.columns is not None:
         return [ID] + [c for c in spec.enrichment.columns if c != ID]
-    vectors = {parse_address(a) for a in spec.feature_addresses}
+    vectors = feature_column_names(spec.feature_addresses)
     return [c for c in schema.names if c not in vectors]
 
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from cluster_assets import hierarchy, quality
 from cluster_assets import keywords as kw
-from cluster_assets.features import parse_address
+from cluster_assets.features import feature_column_names, is_vector_type
 from cluster_assets.labeling import ClusterEvidence, Labeler, choose_labeler
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
@@ -61,6 +61,12 @@ def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -
         for row in table.to_pylist():
             out[str(row[ID])] = row
     return out
+
+
+def payload_columns(schema: pa.Schema, features: set[str]) -> list[str]:
+    """What a model is shown of a document without ``labeling_inputs``: every column but the id and the vectors
+    (any feature column, whether this definition clusters on it or not)."""
+    return [f.name for f in schema if f.name != ID and f.name not in features and not is_vector_type(f.type)]
 
 
 def payload_rows_by_key(storage, spec: ClusterDefinition, keys: list[tuple[str, str]],
@@ -171,7 +177,7 @@ def run_labels(ctx: StageContext) -> StageResult:
         centroid_matrix = read_matrix(clusters.select(["centroid"]).rename_columns(["vector"]))
         centroids = {c: centroid_matrix[i] for i, c in enumerate(cluster_ids)}
 
-        features = {parse_address(a) for a in spec.feature_addresses}
+        features = feature_column_names(spec.feature_addresses)
         texts_by_key = payload_rows_by_key(storage, spec, sample_keys, lambda s: text_columns(s, spec, features))
         texts = [_row_text({k: v for k, v in texts_by_key.get(key, {}).items() if k != ID}) for key in sample_keys]
         with timed(result, "keywords_s"):
@@ -186,7 +192,7 @@ def run_labels(ctx: StageContext) -> StageResult:
 
         wanted = [key for keys in representative_keys.values() for key in keys]
         payloads = payload_rows_by_key(storage, spec, wanted,
-                                       lambda s: [n for n in s.names if n != ID and n not in features])
+                                       lambda s: payload_columns(s, features))
         evidence = [
             ClusterEvidence(c, counts[c], keywords.get(c, []),
                             [payloads[k] for k in representative_keys.get(c, []) if k in payloads], label)
