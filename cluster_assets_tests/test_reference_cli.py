@@ -71,3 +71,20 @@ def test_executions_by_trigger_and_a_definitions_own_step_time(definitions_dir, 
         assert [r["run_id"] for r in listed] == [scheduled.run_id]
     none = runner.invoke(main, ["executions", "blobs", "--trigger", "hourly"])
     assert none.exit_code == 0 and "no runs of 'blobs'" in none.output
+
+
+def test_one_bundled_demo_uses_only_the_reference_fields():
+    from pathlib import Path
+
+    from cluster_assets.spec.loading import load_definition_file
+
+    path = Path(__file__).resolve().parent.parent / "clusters" / "product_topics_reference.json"
+    body = json.loads(path.read_text())
+    # the fields of the reference's own create-cluster examples
+    assert set(body) <= {"cluster_name", "source_collection_ids", "feature_addresses", "algorithm",
+                         "algorithm_config", "dimension_reduction", "llm_labeling", "hierarchical", "sample_size",
+                         "enrichment"}
+    assert set(body["llm_labeling"]) <= {"provider", "model_name"}
+    assert set(body["enrichment"]) <= {"target_collection_id", "fields"}
+    spec = load_definition_file(path)
+    assert spec.llm_labeling.provider == "openai" and "cluster_id" in spec.enrichment.fields
