@@ -72,7 +72,7 @@ def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definiti
     assert not storage.exists("collections", "nope") and len(instance.get_run_records()) == count
 
 
-def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, storage, dagster_home):
+def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, storage):
     """What GraphQL submits: the asset's run config; a target another definition reads is refused by ownership."""
     from cluster_assets import enrich_runs
 
@@ -80,7 +80,7 @@ def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, sto
     write_blobs(storage, "other")
     write_definition(definitions_dir, definition())
     spec = load_definitions(definitions_dir)[0][0].spec
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.ephemeral()
     defs = build_defs(definitions_dir)
     full = run_full(defs, spec, instance, storage, raise_on_error=True)
     config = enrich_runs.EnrichConfig(run_id=full.run_id, target_collection_id="other", fields=["cluster_id"])
@@ -93,3 +93,17 @@ def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, sto
                                                                                           "mine"})))
     assert ok.success
     assert pq.read_table(f"{storage.root}/collections/mine/part-0.parquet").column_names[-1] == "cluster_id"
+
+
+def test_the_request_body_pasted_into_a_definition_says_where_run_id_goes():
+    import pytest
+
+    from cluster_assets.spec import DefinitionError, parse_definition
+
+    body = {"cluster_name": "x", "source_collection_ids": ["c"], "feature_addresses": ["v"],
+            "enrichment": {"run_id": "r", "target_collection_id": "t", "fields": ["cluster_id", "label"]}}
+    with pytest.raises(DefinitionError, match=r"x.json: enrichment: run_id: a run is chosen per enrich request, "
+                                              r"not in the definition: `cluster-assets enrich CLUSTER --run-id R`"):
+        parse_definition(body, "x.json")
+    del body["enrichment"]["run_id"]
+    assert parse_definition(body).enrichment.fields == ["cluster_id", "label"]
