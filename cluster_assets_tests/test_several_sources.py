@@ -30,6 +30,8 @@ def test_two_collections_holding_the_same_ids_are_clustered_labelled_and_enriche
     fit = layout.read_current(storage, spec).fit_id
     embeddings = storage.read_table(*layout.sample_parts(spec, fit, layout.EMBEDDINGS))
     assert sorted(set(embeddings.column("collection_id").to_pylist())) == ["col_a", "col_b"]
+    sample = storage.read_table(*layout.sample_parts(spec, fit, layout.SAMPLE))
+    assert sample.column("collection_id").to_pylist() == embeddings.column("collection_id").to_pylist()
 
     enriched = {cid: pq.read_table(f"{storage.root}/collections/{cid}_two_enriched/part-0.parquet")
                 for cid in ("col_a", "col_b")}

@@ -106,8 +106,11 @@ def run_sample(ctx: StageContext) -> StageResult:
         else:
             rows = np.arange(total)
         take = pa.array(rows)
-        table = pa.table({ID: ids.take(take), "file": owners.take(take),
-                          "row": pa.concat_arrays(row_arrays).take(take)})
+        sampled_files = owners.take(take)
+        table = pa.table({ID: ids.take(take), "file": sampled_files,
+                          "row": pa.concat_arrays(row_arrays).take(take),
+                          # a document is (collection, document_id)
+                          "collection_id": pc.list_element(pc.split_pattern(sampled_files, "/", max_splits=1), 0)})
         uri = storage.write_table(table, *layout.sample_parts(spec, ctx.run_id, layout.SAMPLE))
     result.row_count = size
     result.uri = uri
