@@ -63,6 +63,9 @@ def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definiti
         pq.read_table(f"{storage.root}/collections/by_body/part-0.parquet").column_names)
 
     count = len(instance.get_run_records())
+    body.write_text(json.dumps({"run_id": second.run_id, "target": "x"}))
+    wrong = runner.invoke(main, ["enrich", "blobs", "--body", str(body)])
+    assert wrong.exit_code == 1 and f"{body}: not an enrich request body" in wrong.output and "'target'" in wrong.output
     missing = runner.invoke(main, ["enrich", "blobs", "--run-id", "no-such-run", "--target", "nope"])
     assert missing.exit_code == 1 and "run 'no-such-run' is not in the Dagster instance" in missing.output
     storage.fs.delete_dir(storage.path(*layout.cluster_parts(spec, "fits", first.run_id)))

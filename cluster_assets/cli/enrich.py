@@ -42,7 +42,10 @@ def enrich_command(cluster: str, run_id: str | None, target: str | None, fields:
         text = click.get_text_stream("stdin").read() if str(body) == "-" else body.read_text()
         try:
             request = json.loads(text)
-            config = enrich_runs.EnrichConfig(**request)
+            unknown = sorted(set(request) - set(enrich_runs.EnrichConfig.model_fields))
+            if unknown:
+                raise ValueError(f"unknown field {unknown[0]!r}")
+            enrich_runs.EnrichConfig(**request)
         except (ValueError, TypeError) as exc:
             fail(f"{body}: not an enrich request body (run_id, target_collection_id, fields): {exc}")
     overrides = {"run_id": run_id, "target_collection_id": target, "fields": enrich_runs.parse_fields(fields)}
