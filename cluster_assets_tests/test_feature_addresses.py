@@ -28,10 +28,10 @@ def collection() -> pa.Table:
         ("document_id", pa.string()), ("title", pa.string()),
         ("mixpeek://text_extractor@v1/emb", dense.type), ("mixpeek://image_extractor@v2/emb", other.type),
         pa.field("sparse_feat", sparse.type, metadata={"extractor": "splade", "extractor_version": "v1"}),
-        ("colbert", multi.type),
+        ("colbert", multi.type), ("vec", dense.type),
     ])
     return pa.Table.from_arrays([pa.array([f"d{i}" for i in range(N)]), pa.array([f"title {i}" for i in range(N)]),
-                                 dense, other, sparse, multi], schema=schema)
+                                 dense, other, sparse, multi, dense], schema=schema)
 
 
 def spec(*addresses, **extra):
@@ -60,7 +60,7 @@ def test_addresses_resolve_by_extractor_and_version_and_disagreements_name_both(
 def test_without_labeling_inputs_the_model_sees_no_vector_columns(storage, openai_server, monkeypatch):
     storage.write_collection("docs", collection().schema, [collection()])
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    definition = spec("mixpeek://text_extractor@v1/emb", llm_labeling={
+    definition = spec("vec", llm_labeling={
         "provider": "openai", "base_url": openai_server.base_url, "cache_ttl_seconds": 0,
         "max_samples_per_cluster": 1})
     results = run_plain(storage, definition, until="labels")
