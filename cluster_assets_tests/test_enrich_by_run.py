@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from cluster_assets import history, ownership
+from cluster_assets import enrich_runs, history, ownership
 from cluster_assets.cli import main
 from cluster_assets.loader import build_defs
 from cluster_assets.runs import run_full
@@ -35,12 +35,15 @@ def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definiti
     runner = CliRunner()
     listed = json.loads(runner.invoke(main, ["executions", "blobs", "--json"]).output)
     assert incremental.run_id in [r["run_id"] for r in listed]
-    done = runner.invoke(main, ["enrich", "blobs", "--run-id", incremental.run_id, "--target", "by_run",
-                                "--fields", "cluster_id,label"])
+    # the reference's body as it is written, from a file; an option overrides its fields
+    body = tmp_path / "enrich.json"
+    body.write_text(json.dumps({"run_id": incremental.run_id, "target_collection_id": "by_run",
+                                "fields": ["cluster_id", "label", "summary", "keywords"]}))
+    done = runner.invoke(main, ["enrich", "blobs", "--body", str(body), "--fields", "cluster_id,label"])
     assert done.exit_code == 0, done.output
     target = storage.root + "/collections/by_run"
     owner = ownership.read_owner(storage, "by_run")
-    assert owner.cluster_name == "blobs" and owner.fit_id == first.run_id
+    assert owner.cluster_name == "blobs" and owner.fit_id == first.run_id  # the fit the incremental run used
     assert sorted(owner.files) == ["part-0.parquet", "part-900.parquet"]
     for name in owner.files:
         table = pq.read_table(f"{target}/{name}")
@@ -51,16 +54,7 @@ def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definiti
     latest = history.runs_of(instance, "blobs", limit=1)[0].as_dict()
     assert set(latest["materialized"]) == {"enriched_collection"} and latest["status"] == "SUCCESS"
     assert latest["enriched_collections"] == {"by_run": storage.uri("collections", "by_run")}
-
-    # the reference's body, as it is written, from a file
-    body = tmp_path / "enrich.json"
-    body.write_text(json.dumps({"run_id": second.run_id, "target_collection_id": "by_body",
-                                "fields": ["cluster_id", "label", "summary", "keywords"]}))
-    done = runner.invoke(main, ["enrich", "blobs", "--body", str(body)])
-    assert done.exit_code == 0, done.output
-    assert ownership.read_owner(storage, "by_body").fit_id == second.run_id
-    assert {"cluster_id", "label", "summary", "keywords"} <= set(
-        pq.read_table(f"{storage.root}/collections/by_body/part-0.parquet").column_names)
+    assert enrich_runs.fit_of_run(instance, spec, second.run_id) == second.run_id  # a full run: its own fit
 
     count = len(instance.get_run_records())
     body.write_text(json.dumps({"run_id": second.run_id, "target": "x"}))
@@ -78,7 +72,6 @@ def test_enrich_from_a_past_incremental_run_into_a_new_target(tmp_path, definiti
 
 def test_the_enrich_request_is_run_config_a_program_submits(definitions_dir, storage):
     """What GraphQL submits: the asset's run config; a target another definition reads is refused by ownership."""
-    from cluster_assets import enrich_runs
 
     write_blobs(storage)
     write_blobs(storage, "other")
