@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from cluster_assets import checks, lineage, partitions
+from cluster_assets import checks, enrich_runs, lineage, partitions
+from cluster_assets.enrich_runs import EnrichConfig
 from cluster_assets.profiling import peak_rss
 from cluster_assets.spec import ClusterDefinition, LoadedDefinition
 from cluster_assets.stages import STAGES, Stage, StageResult, layout
@@ -116,14 +117,18 @@ def build_cluster_assets(spec: ClusterDefinition, source_file: str = "") -> list
             # steps of one definition never overlap, whichever run they belong to
             pool=pool_name(spec),
             check_specs=checks.check_specs(spec) if stage.name == checks.CHECKED_STAGE else None,
+            # the reference's enrich request (run_id, target_collection_id, fields) as run config
+            config_schema=EnrichConfig.to_config_schema() if stage.name == enrich_runs.STAGE else None,
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             storage = context.resources.storage.get()
             ctx = lineage.stage_context(context, spec, stage.name, storage, version)
             if "llm" in stage.resources:
                 ctx.labeler = context.resources.llm.labeler(spec, storage)
-            if stage.name == "enriched_collection":
+            if stage.name == enrich_runs.STAGE:
                 ctx.previously_enriched = frozenset(previous_enrichment_targets(context))
+                lineage.apply_enrich_request(context, ctx, EnrichConfig(**(context.op_execution_context.op_config
+                                                                           or {})))
             if "engine" in stage.resources:
                 ctx.engine = context.resources.engine.get()
             with peak_rss() as memory:

@@ -39,6 +39,66 @@ def parse_address(address: str) -> str:
     )
 
 
+# How a collection records which extractor and version produced a feature column: Arrow field metadata
+# on the column (``extractor``, ``extractor_version``), or the column named by the full address.
+EXTRACTOR_KEY = b"extractor"
+VERSION_KEY = b"extractor_version"
+
+
+def address_parts(address: str) -> tuple[str | None, str | None, str]:
+    """(extractor, version, output); extractor and version None for a plain column name."""
+    match = ADDRESS.match(address)
+    if match:
+        return match["extractor"], match["version"], match["output"]
+    return None, None, parse_address(address)
+
+
+def recorded_producer(field: pa.Field) -> tuple[str, str] | None:
+    """The (extractor, version) a column's metadata records, if any."""
+    meta = field.metadata or {}
+    if EXTRACTOR_KEY in meta:
+        return meta[EXTRACTOR_KEY].decode(), meta.get(VERSION_KEY, b"").decode()
+    return None
+
+
+def resolve_column(address: str, schema: pa.Schema, collection_id: str) -> str:
+    """The column of ``schema`` an address names, checked against the extractor and version the collection
+    records; an address that disagrees with the record, or a plain name two recorded columns share, is an error."""
+    if address in schema.names:  # a column named by the full address (or a plain name that is a column)
+        return address
+    extractor, version, output = address_parts(address)
+    by_address = [n for n in schema.names if ADDRESS.match(n) and ADDRESS.match(n)["output"] == output]
+    if extractor is None:
+        if output not in schema.names and len(by_address) > 1:
+            raise FeatureError(f"collection {collection_id!r}: feature {output!r} is ambiguous: it is made by "
+                               f"{', '.join(by_address)}; give the full address")
+        return by_address[0] if output not in schema.names and by_address else output
+    if output in schema.names:
+        recorded = recorded_producer(schema.field(output))
+        if recorded is not None and recorded != (extractor, version):
+            raise FeatureError(f"feature address {address!r} names {extractor}@{version}, but collection "
+                               f"{collection_id!r} records column {output!r} as made by {recorded[0]}@{recorded[1]}")
+        return output
+    if by_address:
+        raise FeatureError(f"feature address {address!r}: collection {collection_id!r} has {output!r} only as "
+                           f"{', '.join(by_address)}")
+    return output
+
+
+def feature_column_names(addresses: list[str]) -> set[str]:
+    """Every name a feature of these addresses may have as a column (its output name, or the full address)."""
+    return {parse_address(a) for a in addresses} | set(addresses)
+
+
+def is_vector_type(field_type: pa.DataType) -> bool:
+    """A column holding vectors (dense, sparse or multi-vector): never payload sent to a model."""
+    try:
+        column_kind(field_type, "", "")
+        return True
+    except FeatureError:
+        return False
+
+
 @dataclass(frozen=True)
 class FeatureColumn:
     address: str

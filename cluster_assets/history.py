@@ -84,6 +84,15 @@ def trigger_of(run: dg.DagsterRun) -> str:
     return "manual"
 
 
+def started_by(run: dg.DagsterRun) -> set[str]:
+    """Every name a run's trigger goes by: its name in the definition and its schedule or sensor name."""
+    names = {trigger_of(run)}
+    for tag in (TAG_TRIGGER, "dagster/schedule_name", "dagster/sensor_name"):
+        if run.tags.get(tag):
+            names.add(run.tags[tag])
+    return names
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -99,13 +108,19 @@ class RunSummary:
     enriched_collections: dict[str, str] = field(default_factory=dict)
     materialized: list[str] = field(default_factory=list)
     dead_process: str | None = None  # "pid N on HOST" of a STARTED run whose process is gone
+    # a run over several definitions: the time of this definition's own steps (else the whole run's)
+    steps_s: float | None = None
 
     @property
-    def duration_s(self) -> float | None:
+    def run_duration_s(self) -> float | None:
         if self.started_at is None:
             return None
         end = self.ended_at if self.ended_at is not None else dt.datetime.now().timestamp()
         return round(end - self.started_at, 3)
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.steps_s if self.steps_s is not None else self.run_duration_s
 
     def as_dict(self) -> dict[str, Any]:
         def iso(t: float | None) -> str | None:
@@ -119,6 +134,7 @@ class RunSummary:
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "duration_s": self.duration_s,
+            "run_duration_s": self.run_duration_s,
             "counts": {"documents": self.documents, "num_clusters": self.num_clusters,
                        "noise_documents": self.noise_documents},
             "artifacts": self.artifacts,
@@ -156,6 +172,8 @@ def summarize(instance: dg.DagsterInstance, record, cluster_name: str) -> RunSum
             summary.artifacts["centroids"] = str(meta["centroids_artifact"])
         elif stage == "enriched_collection" and isinstance(meta.get("target_collections"), dict):
             summary.enriched_collections = dict(meta["target_collections"])
+    if len(clusters_of_run(instance, run)) > 1:
+        summary.steps_s = steps_seconds(instance, run.run_id, group_of(cluster_name))
     summary.dead_process = dead_process(instance, run)
     if summary.dead_process:
         # Dead since its last event at the latest: the duration stops growing.
@@ -165,20 +183,38 @@ def summarize(instance: dg.DagsterInstance, record, cluster_name: str) -> RunSum
     return summary
 
 
+def group_of(cluster_name: str) -> str:
+    """The op-name prefix of a definition's steps (its group name: ``<group>__<stage>``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", cluster_name)
+
+
+def steps_seconds(instance: dg.DagsterInstance, run_id: str, group: str) -> float | None:
+    """The summed time of the run's steps of one definition (steps still going count up to now)."""
+    now = dt.datetime.now().timestamp()
+    spans = [(s.start_time, s.end_time or now) for s in instance.get_run_step_stats(run_id)
+             if s.step_key.startswith(f"{group}__") and s.start_time is not None]
+    return round(sum(end - start for start, end in spans), 3) if spans else None
+
+
 def run_record(instance: dg.DagsterInstance, run_id: str):
     records = instance.get_run_records(dg.RunsFilter(run_ids=[run_id]), limit=1)
     return records[0] if records else None
 
 
 def runs_of(instance: dg.DagsterInstance, cluster_name: str, group_name: str | None = None,
-            limit: int = 50, scan: int = SCAN_LIMIT) -> list[RunSummary]:
-    """A definition's runs, newest first: runs its triggers started (tags) and runs that planned its assets."""
+            limit: int = 50, scan: int = SCAN_LIMIT, trigger: str | None = None) -> list[RunSummary]:
+    """A definition's runs, newest first: runs its triggers started (tags) and runs that planned its assets;
+    ``trigger``: only the runs that trigger started (its name in the definition, or its Dagster name)."""
     found: list[RunSummary] = []
     for record in instance.get_run_records(limit=scan, order_by="create_timestamp", ascending=False):
         run = record.dagster_run
         tagged = run.tags.get(TAG_DEFINITION) == cluster_name or (
             group_name is not None and run.tags.get(TAG_CLUSTER) == group_name)
         if not tagged and cluster_name not in clusters_of_run(instance, run):
+            continue
+        if trigger is not None and trigger not in started_by(run):
             continue
         found.append(summarize(instance, record, cluster_name))
         if len(found) >= limit:

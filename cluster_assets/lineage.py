@@ -61,3 +61,20 @@ def stage_context(context: dg.AssetExecutionContext, spec: ClusterDefinition, st
     if stage in ("labels", "enriched_collection", "cluster_map"):
         ctx.all_partitions = list(source_files(storage, spec))
     return ctx
+
+
+def apply_enrich_request(context: dg.AssetExecutionContext, ctx: StageContext, config) -> None:
+    """An enrich request (``enrich_runs.EnrichConfig``): the fit of the named run, over the files it assigned,
+    into the requested target with the requested fields; checked whole before anything is written."""
+    from cluster_assets import enrich_runs
+
+    if config.run_id is not None:
+        ctx.fit_id = enrich_runs.fit_of_run(context.instance, ctx.spec, config.run_id)
+        assigned = enrich_runs.check_fit_outputs(ctx.storage, ctx.spec, ctx.fit_id, config.run_id)
+        skipped = [p for p in ctx.partitions if p not in assigned]
+        if skipped:
+            context.log.warning(f"fit {ctx.fit_id} assigned no documents of {len(skipped)} file(s) "
+                                f"(e.g. {skipped[0]}): not enriched")
+        ctx.partitions = [p for p in ctx.partitions if p in assigned]
+        ctx.all_partitions = assigned
+    ctx.spec = enrich_runs.requested_spec(ctx.spec, config)

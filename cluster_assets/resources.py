@@ -52,30 +52,36 @@ def storage_resource() -> StorageResource:
 
 
 # --- LLM labeling ---------------------------------------------------------------------------------
-LLM_KEY_VARIABLES = {
-    "openai_api_key": ("OPENAI_API_KEY",),
-    "anthropic_api_key": ("ANTHROPIC_API_KEY",),
-    "google_api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
+def _llm_key_variables() -> dict[str, tuple[str, ...]]:
+    """Resource field -> the variables holding that provider's key, from the provider registry."""
+    from cluster_assets.labeling.providers import PROVIDERS
+
+    return {f"{name}_api_key": cls.key_variables for name, cls in PROVIDERS.items() if cls.key_variables}
 
 
-class LLMResource(dg.ConfigurableResource):
-    """The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall back
-    to data labels). ``s3://`` media URLs are presigned with boto3's default credentials (AWS_* variables)."""
+LLM_KEY_VARIABLES = _llm_key_variables()
 
-    # repr=False: a resolved resource's repr must never show a key.
-    openai_api_key: str | None = Field(default=None, repr=False)
-    anthropic_api_key: str | None = Field(default=None, repr=False)
-    google_api_key: str | None = Field(default=None, repr=False)
 
+class _LLMKeys(dg.ConfigurableResource):
     def api_keys(self) -> dict[str, str | None]:
-        return {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key, "google": self.google_api_key}
+        return {field[: -len("_api_key")]: getattr(self, field) for field in LLM_KEY_VARIABLES}
 
     def labeler(self, spec, storage):
         """The labeler for one definition: LLM when keyed, else data labels with the reason."""
         from cluster_assets.labeling import choose_labeler
 
         return choose_labeler(spec, self.api_keys(), storage=storage)
+
+
+# One optional key field per provider of the registry (``<provider>_api_key``); repr=False: a resolved
+# resource's repr must never show a key.
+LLMResource = type("LLMResource", (_LLMKeys,), {
+    "__module__": __name__,
+    "__doc__": "The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall "
+               "back to data labels). ``s3://`` media URLs are presigned with boto3's default credentials.",
+    "__annotations__": {field: str | None for field in LLM_KEY_VARIABLES},
+    **{field: Field(default=None, repr=False) for field in LLM_KEY_VARIABLES},
+})
 
 
 def llm_resource() -> LLMResource:

@@ -35,24 +35,25 @@ def incremental_keys(spec: ClusterDefinition) -> list[dg.AssetKey]:
 
 def run_full(defs: dg.Definitions, spec: ClusterDefinition, instance: dg.DagsterInstance, storage: Storage,
              tags: dict[str, str] | None = None, raise_on_error: bool = False,
-             stages=STAGE_NAMES) -> dg.ExecuteInProcessResult:
+             stages=STAGE_NAMES, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
     """Execute a full run of ``spec`` (or of some of its ``stages``) over every source file in this process,
-    recorded in ``instance`` like any other run."""
+    recorded in ``instance`` like any other run (``run_config``: e.g. ``enrich_runs.run_config``)."""
     selection, run_tags = full_run_request_parts(instance, storage, spec, stages)
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(instance=instance, asset_selection=selection, tags={**run_tags, **(tags or {})},
-                                  raise_on_error=raise_on_error)
+                                  raise_on_error=raise_on_error, run_config=run_config)
 
 
 def submit_full_run(client, instance: dg.DagsterInstance, storage: Storage, spec: ClusterDefinition,
-                    location: str = "cluster_assets", tags: dict[str, str] | None = None, stages=STAGE_NAMES) -> str:
+                    location: str = "cluster_assets", tags: dict[str, str] | None = None, stages=STAGE_NAMES,
+                    run_config: dict | None = None) -> str:
     """Submit a full run (or one of some ``stages`` over every file) through Dagster's GraphQL client
     (``dagster_graphql.DagsterGraphQLClient``): the files are registered as partitions in ``instance``
     (the webserver's), the run covers them all as one range. Returns the run id."""
     selection, run_tags = full_run_request_parts(instance, storage, spec, stages)
     return client.submit_job_execution("__ASSET_JOB", repository_location_name=location,
                                        asset_selection=[list(k.path) for k in selection],
-                                       tags={**run_tags, **(tags or {})})
+                                       tags={**run_tags, **(tags or {})}, run_config=run_config)
 
 
 def launch_tick(defs: dg.Definitions, instance: dg.DagsterInstance, tick) -> list[dg.ExecuteInProcessResult]:

@@ -323,15 +323,6 @@ def test_a_collection_without_document_ids(definitions_dir, storage):
                                             "columns: id, text, vec")
 
 
-def test_duplicate_document_ids_across_collections(definitions_dir, storage):
-    write_table(storage, "a", points())
-    write_table(storage, "b", points(seed=1))
-    write_definition(definitions_dir, {**GOOD, "source_collection_ids": ["a", "b"]})
-    step, message = failure(definitions_dir)
-    assert step == "sample" and message.startswith("duplicate document_id 'doc-0' in a/part-0.parquet and "
-                                                   "b/part-0.parquet ")
-
-
 def test_a_document_id_in_two_files_of_one_collection_names_both_files(definitions_dir, storage):
     write_table(storage, "points", points())
     storage.write_table(points(n=3, seed=4, ids=["new-0", "doc-7", "new-2"]), "collections", "points",

@@ -102,13 +102,13 @@ def test_definitions_refuse_bad_shapes_and_modalities_naming_file_and_field():
     assert str(bad_shape.value).startswith("shop.yaml: llm_labeling.response_shape: tags")
     with pytest.raises(DefinitionError, match="reserved"):
         parse_definition({**base, "llm_labeling": {"response_shape": {"cluster_id": "string"}}}, "shop.yaml")
-    video = {"input_mappings": [{"input_key": "text", "source_type": "payload", "path": "t"},
-                                {"input_key": "video_url", "source_type": "blob", "path": "0.url"}]}
-    with pytest.raises(DefinitionError) as bad_modality:
-        parse_definition({**base, "llm_labeling": {"provider": "anthropic", "labeling_inputs": video}}, "shop.yaml")
+    audio = {"input_mappings": [{"input_key": "text", "source_type": "payload", "path": "t"},
+                                {"input_key": "audio_url", "source_type": "blob", "path": "0.url"}]}
+    with pytest.raises(DefinitionError) as bad_modality:  # anthropic takes video (as frames), not audio
+        parse_definition({**base, "llm_labeling": {"provider": "anthropic", "labeling_inputs": audio}}, "shop.yaml")
     message = str(bad_modality.value)
     assert message.startswith("shop.yaml: llm_labeling") and "input_mappings.1.input_key" in message
-    assert "cannot take video_url" in message
+    assert "provider 'anthropic' cannot take audio_url" in message
     with pytest.raises(DefinitionError, match="input_key"):  # an unknown media key is a typo, not text
         parse_definition({**base, "llm_labeling": {"labeling_inputs": {"input_mappings": [
             {"input_key": "pdf_url", "source_type": "payload", "path": "t"}]}}}, "shop.yaml")

@@ -151,7 +151,7 @@ def test_a_modality_the_provider_cannot_take_fails_before_any_call(openai_server
         {"input_key": "image_url", "source_type": "blob", "path": "0.url"}]})
 
     class TextOnly(OpenAIProvider):
-        modalities = frozenset({"text"})
+        media = {}  # takes text only
 
     provider = TextOnly(api_key=KEY, model="text-only-model", base_url=openai_server.base_url)
     with pytest.raises(LabelingConfigError, match=r"input_mappings\.0\.input_key: provider 'openai' \(model 'text-only-model'\) cannot take image_url"):

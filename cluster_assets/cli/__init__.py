@@ -9,6 +9,7 @@ from cluster_assets.cli.artifacts import artifacts
 from cluster_assets.cli.collections import collections
 from cluster_assets.cli.common import CommandGroup
 from cluster_assets.cli.definitions import definitions
+from cluster_assets.cli.enrich import enrich_command
 from cluster_assets.cli.executions import executions
 from cluster_assets.cli.map import map_command
 from cluster_assets.cli.prune import prune_command
@@ -22,6 +23,7 @@ COMMANDS = [
     definitions,
     artifacts,
     executions,
+    enrich_command,
     map_command,
     taxonomy,
     prune_command,

@@ -85,19 +85,43 @@ def _warn_missing_collections(loaded, storage: Storage) -> None:
 @definitions.command("list")
 @click.option("--dir", "folder", type=click.Path(path_type=Path), default=None,
               help="Definitions folder; default $CLUSTER_ASSETS_DEFINITIONS_DIR, else clusters/ in the checkout.")
-def list_definitions(folder: Path | None) -> None:
-    """Every valid definition: cluster name, file, algorithm, sources and triggers."""
+@click.option("--name", "pattern", default=None, metavar="PATTERN",
+              help="Only cluster names matching PATTERN (shell wildcards; without any, a case-insensitive substring).")
+@click.option("--algorithm", default=None, help="Only definitions using this algorithm.")
+@click.option("--source", default=None, metavar="COLLECTION_ID", help="Only definitions reading this collection.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_definitions(folder: Path | None, pattern: str | None, algorithm: str | None, source: str | None,
+                     as_json: bool) -> None:
+    """Every valid definition: cluster name, file, algorithm, sources and triggers (filtered like the
+    reference's list with search and filters)."""
     loaded, problems = _loadable(_folder(folder))
-    if loaded:
-        echo_table(
-            ((d.spec.cluster_name, d.path.name, d.spec.algorithm, ", ".join(d.spec.source_collection_ids),
-              len(d.spec.triggers)) for d in loaded),
-            ["cluster_name", "file", "algorithm", "sources", "triggers"],
-        )
+    chosen = [d for d in loaded if _matches(d.spec, pattern, algorithm, source)]
+    rows = [{"cluster_name": d.spec.cluster_name, "file": d.path.name, "algorithm": d.spec.algorithm,
+             "sources": d.spec.source_collection_ids, "triggers": len(d.spec.triggers)} for d in chosen]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        echo_table(((r["cluster_name"], r["file"], r["algorithm"], ", ".join(r["sources"]), r["triggers"])
+                    for r in rows), ["cluster_name", "file", "algorithm", "sources", "triggers"])
+    elif loaded:
+        click.echo(f"no definition in {_folder(folder)} matches")
     else:
         click.echo(f"no valid definitions in {_folder(folder)}")
     if problems:
         warn(f"{len(problems)} problem(s) in the definitions folder; see `cluster-assets definitions validate`")
+
+
+def _matches(spec: ClusterDefinition, pattern: str | None, algorithm: str | None, source: str | None) -> bool:
+    import fnmatch
+
+    if pattern is not None:
+        name = spec.cluster_name.lower()
+        wildcard = any(c in pattern for c in "*?[")
+        if not (fnmatch.fnmatchcase(name, pattern.lower()) if wildcard else pattern.lower() in name):
+            return False
+    if algorithm is not None and spec.algorithm != algorithm:
+        return False
+    return source is None or source in spec.source_collection_ids
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,17 @@ class ShowContext:
 
 
 def _definition(ctx: ShowContext) -> Any:
+    """The definition as its file writes it (the reference's names, e.g. ``openai_chat_v1``)."""
+    from cluster_assets.spec.loading import read_definition_file
+
+    try:
+        return read_definition_file(ctx.path)
+    except Exception:  # noqa: BLE001 - the file changed since it was loaded: show what was loaded
+        return _normalised(ctx)
+
+
+def _normalised(ctx: ShowContext) -> Any:
+    """The same definition as the code reads it: aliases resolved to their names (``openai``)."""
     return ctx.spec.model_dump(mode="json", exclude_unset=True)
 
 
@@ -173,6 +208,7 @@ def _timestamp(mtime: datetime) -> str:
 SHOW_SECTIONS: list[tuple[str, Callable[[ShowContext], Any]]] = [
     ("file", lambda ctx: str(ctx.path)),
     ("definition", _definition),
+    ("normalised", _normalised),
     ("asset_keys", _asset_keys),
     ("enrichment", _enrichment),
     ("stage_outputs", _stage_outputs),

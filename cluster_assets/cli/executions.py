@@ -68,10 +68,14 @@ def _find(cluster: str, folder: Path | None) -> ClusterDefinition | None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--dir", "folder", type=click.Path(path_type=Path), default=None,
               help="Definitions folder; default $CLUSTER_ASSETS_DEFINITIONS_DIR, else clusters/ in the checkout.")
+@click.option("--trigger", default=None, metavar="NAME",
+              help="Only the runs this trigger started (its name in the definition, e.g. cron_0, or its Dagster "
+                   "schedule/sensor name).")
 @click.option("--mark-dead-failed", is_flag=True,
               help="Mark the listed DEAD runs (STARTED, but their process on this host is gone) as failed "
                    "in the Dagster instance.")
-def executions(cluster: str, limit: int, as_json: bool, folder: Path | None, mark_dead_failed: bool) -> None:
+def executions(cluster: str, limit: int, as_json: bool, folder: Path | None, trigger: str | None,
+               mark_dead_failed: bool) -> None:
     """A definition's runs from the Dagster instance, newest first.
 
     A definition whose file was deleted still lists its past runs by cluster name. A run shown
@@ -84,14 +88,14 @@ def executions(cluster: str, limit: int, as_json: bool, folder: Path | None, mar
         instance = open_instance()
     except NoInstance as exc:
         fail(str(exc))
-    runs = history.runs_of(instance, name, spec.group_name if spec else None, limit=limit)
+    runs = history.runs_of(instance, name, spec.group_name if spec else None, limit=limit, trigger=trigger)
     if mark_dead_failed:
         dead = [r for r in runs if r.dead_process]
         for r in dead:
             history.mark_failed(instance, instance.get_run_by_id(r.run_id), r.dead_process)
             click.echo(f"marked run {r.run_id} failed: its process ({r.dead_process}) is gone", err=True)
         if dead:
-            runs = history.runs_of(instance, name, spec.group_name if spec else None, limit=limit)
+            runs = history.runs_of(instance, name, spec.group_name if spec else None, limit=limit, trigger=trigger)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in runs], indent=2))
         return

@@ -13,7 +13,7 @@ from cluster_assets.spec import ClusterDefinition
 
 def key_from_environment(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
     environ = os.environ if environ is None else environ
-    return next((environ[name] for name in KEY_VARIABLES[provider] if environ.get(name)), None)
+    return next((environ[name] for name in KEY_VARIABLES.get(provider, ()) if environ.get(name)), None)
 
 
 def choose_labeler(spec: ClusterDefinition, keys: Mapping[str, str | None] | None = None, *,
@@ -29,14 +29,15 @@ def choose_labeler(spec: ClusterDefinition, keys: Mapping[str, str | None] | Non
     if config is None or not config.enabled:
         return DataLabeler()
     shape_types = extra_types(config.response_shape)
+    entry = PROVIDERS[config.provider]
     key = keys.get(config.provider) if keys is not None else key_from_environment(config.provider, environ)
-    if not key:
+    if not key and entry.needs_key:
         names = KEY_VARIABLES[config.provider]
         return DataLabeler(f"no API key for {config.provider}: set {' or '.join(names)}", shape_types)
     from cluster_assets.labeling.llm import LLMLabeler
 
-    provider = PROVIDERS[config.provider](
-        api_key=key, model=config.model_name, base_url=config.base_url, timeout=config.timeout_seconds,
+    provider = entry(
+        api_key=key or "", model=config.model_name, base_url=config.base_url, timeout=config.timeout_seconds,
         max_retries=config.max_retries, max_output_tokens=config.max_output_tokens,
         embedding_model=config.embedding_model,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cluster_assets.keywords import ClusterLabel, bounded
 from cluster_assets.labeling import dedup as dd
+from cluster_assets.labeling import media
 from cluster_assets.labeling import shape
 from cluster_assets.labeling.base import ClusterEvidence, LabelingOutcome
 from cluster_assets.labeling.cache import LabelCache, cache_key
@@ -27,8 +28,11 @@ from cluster_assets.labeling.inputs import (
     TEXT, Part, Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
     sigv4_s3_client,
 )
-from cluster_assets.labeling import prompts
-from cluster_assets.labeling.prompts import Prompt, build_parent_prompt, build_prompt
+from cluster_assets.labeling import prompts as prompt_templates
+from cluster_assets.labeling.prompts import (
+    MAX_CLUSTERS_PER_REQUEST, Prompt, asks_for_clusters, build_batch_prompt, build_parent_prompt, build_prompt,
+    cluster_ref,
+)
 from cluster_assets.labeling.providers.base import Completion, Provider
 from cluster_assets.secrets import redact_url
 
@@ -64,18 +68,26 @@ class LLMLabeler:
         self.presign = presign or default_presigner(getattr(config, "presign_expiry_seconds", 3600))
         self.mappings = list(config.labeling_inputs.input_mappings) if config.labeling_inputs else []
         # Before any call: a modality the provider cannot take is a configuration error.
-        check_modalities(self.mappings, provider.name, provider.model, provider.modalities)
+        check_modalities(self.mappings, provider.name, provider.model, provider.modalities())
         self.schema = shape.response_schema(config.response_shape, config.include_summary, config.include_keywords)
         self.extra = shape.extra_fields(config.response_shape)
+        self.batched = asks_for_clusters(config.custom_prompt)
+        # a custom prompt writes its own answer format (the reference's asks for cluster_id, label, keywords):
+        # only the label is required of its answers, the data fill in what they leave out
+        self.answer_schema = {**self.schema, "required": ["label"]} if config.custom_prompt else self.schema
 
-    # --- one cluster ----------------------------------------------------------------------------
-    def prompt_for(self, evidence: ClusterEvidence) -> tuple[Prompt, list[set[int]]]:
+    def documents_for(self, evidence: ClusterEvidence) -> tuple[list, list[set[int]]]:
         documents, missing = [], []
         for payload in evidence.representatives[: self.config.max_samples_per_cluster]:
             inputs = document_inputs(payload, self.mappings, self.config.sample_text_max_length)
             missing.append(inputs.missing)
             if inputs.parts:
                 documents.append(inputs.parts)
+        return documents, missing
+
+    # --- one cluster ----------------------------------------------------------------------------
+    def prompt_for(self, evidence: ClusterEvidence) -> tuple[Prompt, list[set[int]]]:
+        documents, missing = self.documents_for(evidence)
         prompt = build_prompt(
             cluster_id=evidence.cluster_id, count=evidence.count, keywords=evidence.keywords,
             documents=documents, schema=self.schema, custom_prompt=self.config.custom_prompt,
@@ -96,7 +108,7 @@ class LLMLabeler:
         if cached is not None:
             cached = self.provider.scrubber.value(cached)  # an entry written before answers were scrubbed
             try:
-                answer = shape.parse_answer(json.dumps(cached), self.schema)
+                answer = shape.parse_answer(json.dumps(cached), self.answer_schema)
                 return ClusterResult(self.from_answer(evidence, answer), Completion(answer=answer), cache_hit=True)
             except shape.AnswerError:
                 pass  # an entry from an older schema: ask again
@@ -106,29 +118,40 @@ class LLMLabeler:
 
     def ask(self, evidence: ClusterEvidence, prompt: Prompt, key: str) -> ClusterResult:
         try:
-            sent = Prompt(prompt.system, tuple(presign_parts(prompt.parts, self.presign)))
-        except Exception as exc:  # noqa: BLE001 - a URL that cannot be signed fails this cluster only
-            return self.fallback(evidence, Completion(), f"cannot presign a media URL: {self.provider.scrub(str(exc))[:200]}")
-        completion = self.provider.complete(sent, self.schema)
+            sent = self.sendable(prompt)
+        except Exception as exc:  # noqa: BLE001 - media that cannot be signed or read fails this cluster only
+            return self.fallback(evidence, Completion(), self.media_failure(exc))
+        completion = self.provider.complete(
+            sent, self.schema, lambda text, _: shape.parse_answer(text, self.answer_schema, evidence.cluster_id))
         if completion.answer is None:
             return self.fallback(evidence, completion, completion.error or "no answer")
         if self.cache:
             self.cache.put(key, completion.answer)
         return ClusterResult(self.from_answer(evidence, completion.answer), completion)
 
+    def sendable(self, prompt: Prompt) -> Prompt:
+        """The prompt as sent: s3:// media presigned, video and audio in the form the provider takes them
+        (after the cache key is made: the key holds the URLs, never signatures or media bytes)."""
+        parts = presign_parts(prompt.parts, self.presign)
+        return Prompt(prompt.system, tuple(media.prepare(parts, self.provider.media)))
+
+    def media_failure(self, exc: Exception) -> str:
+        what = "read a media input" if isinstance(exc, (media.MediaError, OSError)) else "presign a media URL"
+        return f"cannot {what}: {self.provider.scrub(str(exc))[:200]}"
+
     def from_answer(self, evidence: ClusterEvidence, answer: dict) -> ClusterLabel:
         data = evidence.data_label
-        keywords = answer.get("keywords") if self.config.include_keywords else data.keywords
+        keywords = answer["keywords"] if self.config.include_keywords and "keywords" in answer else data.keywords
         if not isinstance(keywords, list):
             keywords = [str(keywords)]
-        summary = answer.get("summary") if self.config.include_summary else data.summary
+        summary = answer["summary"] if self.config.include_summary and "summary" in answer else data.summary
         return bounded(ClusterLabel(
             cluster_id=evidence.cluster_id,
             label=str(answer["label"]).strip(),
             summary=summary if isinstance(summary, str) else json.dumps(summary, ensure_ascii=False),
             keywords=[str(k) for k in keywords],
             representative_ids=list(data.representative_ids),
-            confidence=float(answer["confidence"]),
+            confidence=float(answer.get("confidence", data.confidence)),
             source="llm",
             extra={name: answer.get(name) for name in self.extra},
         ))
@@ -155,10 +178,14 @@ class LLMLabeler:
                 warnings.append(f"{describe_mapping(mapping, i)} was found in none of the {documents_seen} documents sent")
         has_docs = [has and bool(item.representatives) for (_, has), item in zip(prompts, evidence)]
 
-        workers = max(1, min(self.config.max_concurrency, len(evidence)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
-            results = list(pool.map(lambda args: self.label_one(*args),
-                                    [(item, prompt, has) for item, (prompt, _), has in zip(evidence, prompts, has_docs)]))
+        if self.batched:
+            results = self.label_batched(evidence, [p for p, _ in prompts], has_docs)
+        else:
+            workers = max(1, min(self.config.max_concurrency, len(evidence)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
+                results = list(pool.map(lambda args: self.label_one(*args),
+                                        [(item, prompt, has) for item, (prompt, _), has
+                                         in zip(evidence, prompts, has_docs)]))
 
         labels = [r.label for r in results]
         metadata = self.metadata(results)
@@ -173,6 +200,66 @@ class LLMLabeler:
         metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
         return LabelingOutcome(labels, metadata["labeling_source"], metadata, warnings=warnings,
                                extra_types=shape.extra_types(self.config.response_shape))
+
+    # --- several clusters per request ($clusters in custom_prompt) -------------------------------
+    def label_batched(self, evidence: list[ClusterEvidence], prompts: list[Prompt],
+                      has_docs: list[bool]) -> list[ClusterResult]:
+        """The clusters not cached, at most ``MAX_CLUSTERS_PER_REQUEST`` per request; the answers mapped back
+        by cluster id. Each cluster is cached under its own prompt's key, as in one-per-request labeling."""
+        results: list[ClusterResult | None] = [None] * len(evidence)
+        todo: list[tuple[int, str]] = []
+        for i, (item, prompt, has) in enumerate(zip(evidence, prompts, has_docs)):
+            if not has:
+                results[i] = self.fallback(item, Completion(), "none of its documents has any of the mapped inputs")
+                continue
+            key = self.key_for(prompt)
+            cached = self.cache.get(key) if self.cache else None
+            if cached is not None:
+                try:
+                    answer = shape.parse_answer(json.dumps(self.provider.scrubber.value(cached)), self.answer_schema)
+                    results[i] = ClusterResult(self.from_answer(item, answer), Completion(answer=answer),
+                                               cache_hit=True)
+                    continue
+                except shape.AnswerError:
+                    pass
+            todo.append((i, key))
+        groups = [todo[k:k + MAX_CLUSTERS_PER_REQUEST] for k in range(0, len(todo), MAX_CLUSTERS_PER_REQUEST)]
+        workers = max(1, min(self.config.max_concurrency, len(groups)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
+            for group, answered in zip(groups, pool.map(lambda g: self.ask_group(evidence, g), groups)):
+                for (i, _), result in zip(group, answered):
+                    results[i] = result
+        return results  # type: ignore[return-value]
+
+    def ask_group(self, evidence: list[ClusterEvidence], group: list[tuple[int, str]]) -> list[ClusterResult]:
+        items = [evidence[i] for i, _ in group]
+        prompt = build_batch_prompt(
+            custom_prompt=self.config.custom_prompt, schema=self.schema,
+            clusters=[(e.cluster_id, e.count, e.keywords, self.documents_for(e)[0]) for e in items])
+        try:
+            sent = self.sendable(prompt)
+        except Exception as exc:  # noqa: BLE001
+            return [self.fallback(e, Completion(), self.media_failure(exc)) for e in items]
+        # structured output takes an object at the top: the array is its one field
+        schema = shape.object_schema({"clusters": {"type": "array", "items": shape.object_schema(
+            {"cluster_id": {"type": "string"}, **self.schema["properties"]})}})
+        completion = self.provider.complete(sent, schema, lambda text, _: {
+            "clusters": shape.parse_cluster_list(text, self.answer_schema)})
+        answers = (completion.answer or {}).get("clusters", {})
+        out = []
+        for n, ((_, key), item) in enumerate(zip(group, items)):
+            # the request's calls, tokens and retries are counted once, on its first cluster
+            counted = completion if n == 0 else Completion()
+            answer = answers.get(item.cluster_id)
+            if answer is None:
+                reason = completion.error or f"the answer has no entry for {cluster_ref(item.cluster_id)}"
+                out.append(self.fallback(item, counted, reason))
+                continue
+            if self.cache:
+                self.cache.put(key, answer)
+            out.append(ClusterResult(self.from_answer(item, answer),
+                                     dataclasses.replace(counted, answer=answer), cache_miss=self.cache is not None))
+        return out
 
     def label_parents(self, parents: list) -> LabelingOutcome:
         """Name a hierarchy's parents (``hierarchy.ParentEvidence``) from their children's labels and
@@ -256,7 +343,7 @@ class LLMLabeler:
             prompt, _ = self.prompt_for(evidence[i])
             neighbours = "\n".join(f"- {labels[j].label!r} (keywords: {', '.join(labels[j].keywords[:8])})"
                                    for j in duplicates[i])
-            extra = Part(TEXT, prompts.CONTRAST_PROMPT.substitute(neighbours=neighbours))
+            extra = Part(TEXT, prompt_templates.CONTRAST_PROMPT.substitute(neighbours=neighbours))
             contrasted = Prompt(prompt.system, (*prompt.parts, extra))
             return self.ask(evidence[i], contrasted, self.key_for(contrasted))
 

@@ -48,6 +48,16 @@ RESPONSE_FORMAT = Template(
     "Answer with one JSON object that matches this JSON schema exactly (all fields required):\n$schema"
 )
 
+# A custom_prompt holding $clusters asks about several clusters at once (the reference's form:
+# "Return JSON array: [{"cluster_id": "cl_0", ...}]"): the clusters are listed where $clusters stands.
+CLUSTERS_PLACEHOLDER = "$clusters"
+MAX_CLUSTERS_PER_REQUEST = 20
+BATCH_CLUSTER = Template("Cluster cl_$cluster_id holds $count documents. Its most distinctive terms are: $keywords.")
+BATCH_RESPONSE_FORMAT = Template(
+    "Answer with a JSON array holding one object per cluster above, each with its \"cluster_id\" "
+    "(\"cl_<number>\") and the fields of this JSON schema (all fields required):\n$schema"
+)
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -82,6 +92,37 @@ def build_prompt(*, cluster_id: int, count: int, keywords: list[str], documents:
         parts.extend(p for p in doc_parts if p.kind != TEXT)
     parts.append(Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
     return Prompt(SYSTEM_PROMPT.substitute(), tuple(parts))
+
+
+def asks_for_clusters(custom_prompt: str | None) -> bool:
+    return bool(custom_prompt) and CLUSTERS_PLACEHOLDER in custom_prompt
+
+
+def cluster_ref(cluster_id: int) -> str:
+    return f"cl_{cluster_id}"
+
+
+def build_batch_prompt(*, custom_prompt: str, clusters: list[tuple[int, int, list[str], list[list[Part]]]],
+                       schema: dict) -> Prompt:
+    """One request about several clusters: ``clusters`` holds (cluster_id, count, keywords, documents) each;
+    the prompt's text stands around the listing, and the answer is asked for as a JSON array."""
+    before, _, after = custom_prompt.partition(CLUSTERS_PLACEHOLDER)
+    values = {"num_clusters": len(clusters)}
+    parts: list[Part] = []
+    if before.strip():
+        parts.append(Part(TEXT, Template(before).safe_substitute(values)))
+    for cluster_id, count, keywords, documents in clusters:
+        parts.append(Part(TEXT, BATCH_CLUSTER.substitute(cluster_id=cluster_id, count=count,
+                                                         keywords=", ".join(keywords[:10]) or "(none found)")))
+        for number, doc_parts in enumerate(documents, start=1):
+            text = "\n".join(p.value for p in doc_parts if p.kind == TEXT)
+            parts.append(Part(TEXT, DOCUMENT.substitute(number=number, text=text) if text
+                              else DOCUMENT_MEDIA_ONLY.substitute(number=number)))
+            parts.extend(p for p in doc_parts if p.kind != TEXT)
+    if after.strip():
+        parts.append(Part(TEXT, Template(after).safe_substitute(values)))
+    parts.append(Part(TEXT, BATCH_RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
+    return Prompt(SYSTEM_PROMPT.substitute().replace("a single JSON object", "JSON"), tuple(parts))
 
 
 def merged_parts(parts: tuple[Part, ...] | list[Part]) -> list[Part]:

@@ -98,10 +98,65 @@ def extra_fields(response_shape: dict | None) -> list[str]:
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-def parse_answer(text: str | None, schema: dict) -> dict:
-    """The model's text -> a dict that matches ``schema``; ``AnswerError`` says what is wrong."""
-    import jsonschema
+def parse_answer(text: str | None, schema: dict, cluster_id: int | None = None) -> dict:
+    """The model's text -> a dict that matches ``schema``; ``AnswerError`` says what is wrong.
 
+    A list-shaped answer (what a custom prompt asking for a JSON array gets) is taken when it holds one
+    object, or an object whose ``cluster_id`` names ``cluster_id`` ("cl_0" and 0 both name cluster 0)."""
+    data = _json_of(text)
+    if isinstance(data, list):
+        data = _entry_for(data, cluster_id)
+    return check_answer(data, schema)
+
+
+def cluster_number(value: Any) -> int | None:
+    """ "cl_7", "7", 7 -> 7; anything else -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(?:cl_?)?(\d+)\s*", value, flags=re.IGNORECASE)
+        return int(match.group(1)) if match else None
+    return None
+
+
+def _entry_for(items: list, cluster_id: int | None) -> Any:
+    objects = [i for i in items if isinstance(i, dict)]
+    if cluster_id is not None:
+        named = [i for i in objects if cluster_number(i.get("cluster_id")) == cluster_id]
+        if named:
+            return named[0]
+    if len(items) == 1:
+        return items[0]
+    raise AnswerError(f"answer is a JSON list of {len(items)} entries, none for cluster {cluster_id}")
+
+
+def parse_cluster_list(text: str | None, item_schema: dict) -> dict[int, dict]:
+    """An answer about several clusters (a JSON array, or an object holding one) -> cluster id -> answer.
+    Entries without a recognisable ``cluster_id`` or that do not match ``item_schema`` are left out."""
+    data = _json_of(text)
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), [data])
+    if not isinstance(data, list):
+        raise AnswerError(f"answer is a JSON {type(data).__name__}, not a list of clusters")
+    out: dict[int, dict] = {}
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        number = cluster_number(item.get("cluster_id"))
+        if number is None or number in out:
+            continue
+        try:
+            out[number] = check_answer(item, item_schema)
+        except AnswerError:
+            continue
+    if not out:
+        raise AnswerError("answer names no cluster by a valid cluster_id (\"cl_0\" or 0) with valid fields")
+    return out
+
+
+def _json_of(text: str | None) -> Any:
     if not text or not text.strip():
         raise AnswerError("empty answer")
     body = text.strip()
@@ -111,13 +166,24 @@ def parse_answer(text: str | None, schema: dict) -> dict:
     try:
         data = json.loads(body)
     except json.JSONDecodeError:
-        start, end = body.find("{"), body.rfind("}")
-        try:
-            data = json.loads(body[start:end + 1]) if 0 <= start < end else None
-        except json.JSONDecodeError:
-            data = None
+        data = None
+        # prose around the JSON: the outermost array or object, whichever opens first
+        for opening, closing in sorted((("[", "]"), ("{", "}")), key=lambda p: (body.find(p[0]) < 0, body.find(p[0]))):
+            start, end = body.find(opening), body.rfind(closing)
+            try:
+                data = json.loads(body[start:end + 1]) if 0 <= start < end else None
+            except json.JSONDecodeError:
+                data = None
+            if data is not None:
+                break
         if data is None:
             raise AnswerError(f"answer is not JSON: {text[:80]!r}") from None
+    return data
+
+
+def check_answer(data: Any, schema: dict) -> dict:
+    import jsonschema
+
     if not isinstance(data, dict):
         raise AnswerError(f"answer is a JSON {type(data).__name__}, not an object")
     if isinstance(data.get("confidence"), (int, float)) and not isinstance(data.get("confidence"), bool):

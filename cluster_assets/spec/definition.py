@@ -57,6 +57,15 @@ class Enrichment(_Strict):
     def _safe_target(cls, value: str | None) -> str | None:
         return None if value is None else check_safe_id(value, "collection id")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _run_is_per_request(cls, data: Any) -> Any:
+        # the reference's enrich request body pasted into a definition: say where its run_id goes
+        if isinstance(data, dict) and "run_id" in data:
+            raise ValueError("run_id: a run is chosen per enrich request, not in the definition: "
+                             "`cluster-assets enrich CLUSTER --run-id R` (or --body with the request)")
+        return data
+
 
 class HierarchyOptions(_Strict):
     """How ``hierarchical: true`` groups the clusters into a tree (see ``cluster_assets.hierarchy``)."""

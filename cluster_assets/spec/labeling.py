@@ -40,7 +40,7 @@ class LabelingInputs(_Strict):
 class LLMLabeling(_Strict):
     enabled: bool = True
     description: str | None = None
-    provider: Literal["openai", "anthropic", "google"] = "openai"
+    provider: str = "openai"  # a name or alias of the provider registry (cluster_assets.labeling.providers)
     model_name: str | None = Field(None, validation_alias=AliasChoices("model_name", "model"))
     base_url: str | None = None
     labeling_inputs: LabelingInputs | None = None
@@ -95,5 +95,6 @@ class LLMLabeling(_Strict):
     @field_validator("provider", mode="before")
     @classmethod
     def _reference_provider_names(cls, value: Any) -> Any:
-        aliases = {"openai_chat_v1": "openai", "anthropic_messages_v1": "anthropic", "gemini": "google"}
-        return aliases.get(value, value)
+        from cluster_assets.labeling.providers import provider_name
+
+        return provider_name(value) if isinstance(value, str) else value

@@ -23,16 +23,22 @@ from cluster_assets.stages.sample import ID
 from cluster_assets.storage import CollectionError, Storage
 
 BATCH = 65_536
+COLLECTION = "collection_id"
 
 
 def plan_features(storage: Storage, spec: ClusterDefinition) -> list[FeatureColumn]:
     """Resolve each address to a column present, with the same kind, in every source collection."""
     plan: list[FeatureColumn] = []
     for address in spec.feature_addresses:
-        column = features.parse_address(address)
+        column = None
         kind, dim = None, None
         for cid in spec.source_collection_ids:
             schema = storage.collection_dataset(cid).schema
+            resolved = features.resolve_column(address, schema, cid)
+            if column is not None and resolved != column:
+                raise FeatureError(f"feature address {address!r} is column {column!r} in one collection and "
+                                   f"{resolved!r} in {cid!r}: name the columns alike")
+            column = resolved
             if column not in schema.names:
                 raise CollectionError(
                     f"collection {cid!r} has no feature column {column!r} (from address {address!r}); "
@@ -131,6 +137,9 @@ def run_embeddings(ctx: StageContext) -> StageResult:
             raise CollectionError(
                 f"the source files changed since the sample was taken ({table.num_rows} of {len(expected)} sampled "
                 f"documents found where they were): materialize {spec.cluster_name}/sample again")
+        # a document is (collection, document_id): ids may repeat across collections
+        table = table.append_column(COLLECTION, pc.list_element(pc.split_pattern(sample.column("file"), "/",
+                                                                                  max_splits=1), 0))
         uri = storage.write_table(table, *layout.sample_parts(spec, sample_id, layout.EMBEDDINGS))
         storage.write_bytes(json.dumps([f.to_dict() for f in plan]).encode(),
                             *layout.sample_parts(spec, sample_id, layout.FEATURES))
@@ -153,3 +162,10 @@ def read_sample_matrix(storage: Storage, spec: ClusterDefinition, sample_id: str
                            f"{spec.cluster_name}/embeddings again")
     table = storage.read_table(*parts)
     return table.column(ID).combine_chunks(), read_matrix(table)
+
+
+def read_sample_keys(storage: Storage, spec: ClusterDefinition, sample_id: str) -> list[tuple[str, str]]:
+    """(collection_id, document_id) of every sampled document, in the sample matrix's order."""
+    sample = storage.read_table(*layout.sample_parts(spec, sample_id, layout.SAMPLE), columns=[ID, "file"])
+    collections = [f.split("/", 1)[0] for f in sample.column("file").to_pylist()]
+    return list(zip(collections, sample.column(ID).cast(pa.string()).to_pylist()))

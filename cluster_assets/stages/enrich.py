@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster_assets import ownership
-from cluster_assets.features import parse_address
+from cluster_assets.features import feature_column_names
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.assign import read_assignments
@@ -73,17 +73,29 @@ class LabelColumns:
         self.null_values = {name: np.asarray(values.is_null()) for name, values in self.values.items()}
         self.representatives = pa.array(
             sorted({i for ids in labels.column("representative_ids").to_pylist() for i in ids}), pa.string())
+        # a representative is a (collection, document_id): ids may repeat across collections
+        self.representatives_of: dict[str, pa.Array] = {}
+        if "representative_collection_ids" in labels.column_names:
+            by_collection: dict[str, set[str]] = {}
+            for ids, cids in zip(labels.column("representative_ids").to_pylist(),
+                                 labels.column("representative_collection_ids").to_pylist()):
+                for i, cid in zip(ids, cids or []):
+                    by_collection.setdefault(cid, set()).add(i)
+            self.representatives_of = {c: pa.array(sorted(v), pa.string()) for c, v in by_collection.items()}
 
-    def for_batch(self, clusters: np.ndarray, ids: pa.Array) -> dict[str, pa.Array]:
+    def for_batch(self, clusters: np.ndarray, ids: pa.Array, collection_id: str | None = None) -> dict[str, pa.Array]:
         """``clusters``: each document's cluster id, -1 for noise and unassigned (their fields are null);
-        ``ids``: the documents' ids as strings (for ``representative``)."""
+        ``ids``: the documents' ids as strings (for ``representative``), of ``collection_id``."""
         rows = np.where(clusters >= 0, self.lookup[np.clip(clusters, 0, len(self.lookup) - 1)], -1)
         missing = rows < 0
         indices = pa.array(rows.astype(np.int32), mask=missing)
         out: dict[str, pa.Array] = {}
         for name in self.fields:
             if name == "representative":
-                out[name] = pc.is_in(ids, value_set=self.representatives)
+                chosen = self.representatives
+                if collection_id is not None and self.representatives_of:
+                    chosen = self.representatives_of.get(collection_id, pa.array([], pa.string()))
+                out[name] = pc.is_in(ids, value_set=chosen)
                 continue
             values = self.values[name]
             if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
@@ -107,7 +119,7 @@ def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
     """The source columns copied into the target: ``enrichment.columns``, else all but the feature vectors."""
     if spec.enrichment.columns is not None:
         return [ID] + [c for c in spec.enrichment.columns if c != ID]
-    vectors = {parse_address(a) for a in spec.feature_addresses}
+    vectors = feature_column_names(spec.feature_addresses)
     return [c for c in schema.names if c not in vectors]
 
 
@@ -143,7 +155,7 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
             clusters = np.where(found, cluster_of[np.clip(rows, 0, None)], -1)
             # a document the assignments do not know has a null cluster_id, not noise
             table = _set(table, "cluster_id", pa.array(clusters.astype(np.int32), mask=~found))
-            for column_name, values in label_columns.for_batch(clusters, ids.combine_chunks()).items():
+            for column_name, values in label_columns.for_batch(clusters, ids.combine_chunks(), cid).items():
                 table = _set(table, column_name, values)
             if matrices is not None:
                 from cluster_assets.taxonomy import DocumentClasses

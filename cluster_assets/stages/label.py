@@ -13,17 +13,18 @@ import pyarrow.compute as pc
 
 from cluster_assets import hierarchy, quality
 from cluster_assets import keywords as kw
-from cluster_assets.features import parse_address
+from cluster_assets.features import feature_column_names, is_vector_type
 from cluster_assets.labeling import ClusterEvidence, Labeler, choose_labeler
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.context import LineageError, StageContext
-from cluster_assets.stages.embed import read_matrix, read_sample_matrix
+from cluster_assets.stages.embed import read_matrix, read_sample_keys, read_sample_matrix
 from cluster_assets.stages.model import load_fit
 from cluster_assets.stages.result import StageResult, timed
 from cluster_assets.stages.sample import ID
 
 SNIPPET = 160
+REPRESENTATIVE_COLLECTIONS = "representative_collection_ids"  # beside representative_ids, one per id
 SILHOUETTE_SAMPLE = 5_000
 
 
@@ -59,6 +60,32 @@ def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -
         table = dataset.to_table(columns=[ID] + columns, filter=pc.field(ID).cast(pa.string()).isin(ids))
         for row in table.to_pylist():
             out[str(row[ID])] = row
+    return out
+
+
+def payload_columns(schema: pa.Schema, features: set[str]) -> list[str]:
+    """What a model is shown of a document without ``labeling_inputs``: every column but the id and the vectors
+    (any feature column, whether this definition clusters on it or not)."""
+    return [f.name for f in schema if f.name != ID and f.name not in features and not is_vector_type(f.type)]
+
+
+def payload_rows_by_key(storage, spec: ClusterDefinition, keys: list[tuple[str, str]],
+                        columns_for) -> dict[tuple[str, str], dict]:
+    """(collection_id, document_id) -> payload dict for the given documents: each collection is searched for its
+    own ids only, so a ``document_id`` that two collections share names two documents."""
+    out: dict[tuple[str, str], dict] = {}
+    wanted: dict[str, list[str]] = {}
+    for cid, doc in keys:
+        wanted.setdefault(cid, []).append(doc)
+    for cid in spec.source_collection_ids:
+        if cid not in wanted:
+            continue
+        dataset = storage.collection_dataset(cid)
+        columns = columns_for(dataset.schema)
+        ids = pa.array(wanted[cid], pa.string())
+        table = dataset.to_table(columns=[ID] + columns, filter=pc.field(ID).cast(pa.string()).isin(ids))
+        for row in table.to_pylist():
+            out[(cid, str(row[ID]))] = row
     return out
 
 
@@ -143,6 +170,7 @@ def run_labels(ctx: StageContext) -> StageResult:
     with timed(result, "duration_s"):
         fit = load_fit(storage, spec, fit_id)
         sample_ids, X = read_sample_matrix(storage, spec, fit.sample_id)
+        sample_keys = read_sample_keys(storage, spec, fit.sample_id)
         labels = fit.sample_labels
         partitions = assigned_partitions(storage, spec, fit_id, ctx.all_partitions or ctx.partitions, layout.STATS)
         if not partitions:
@@ -158,28 +186,33 @@ def run_labels(ctx: StageContext) -> StageResult:
         centroid_matrix = read_matrix(clusters.select(["centroid"]).rename_columns(["vector"]))
         centroids = {c: centroid_matrix[i] for i, c in enumerate(cluster_ids)}
 
-        features = {parse_address(a) for a in spec.feature_addresses}
-        texts_by_id = payload_rows(storage, spec, sample_ids, lambda s: text_columns(s, spec, features))
-        texts = [_row_text({k: v for k, v in texts_by_id.get(i, {}).items() if k != ID}) for i in sample_ids.to_pylist()]
+        features = feature_column_names(spec.feature_addresses)
+        texts_by_key = payload_rows_by_key(storage, spec, sample_keys, lambda s: text_columns(s, spec, features))
+        texts = [_row_text({k: v for k, v in texts_by_key.get(key, {}).items() if k != ID}) for key in sample_keys]
         with timed(result, "keywords_s"):
             keywords = kw.class_tfidf_keywords(texts, labels)
         per_cluster = spec.llm_labeling.max_samples_per_cluster if spec.llm_labeling else 5
         central = kw.central_indices(X, labels, centroids, per_cluster)
-        representative_ids = {c: [sample_ids[i].as_py() for i in idx] for c, idx in central.items()}
+        representative_keys = {c: [sample_keys[i] for i in idx] for c, idx in central.items()}
+        representative_ids = {c: [doc for _, doc in keys] for c, keys in representative_keys.items()}
         snippets = {c: texts[idx[0]][:SNIPPET] for c, idx in central.items() if len(idx) and texts[idx[0]]}
         coverage = kw.keyword_lift(texts, labels, keywords)
         data = kw.data_labels(cluster_ids, counts, keywords, representative_ids, snippets, coverage)
 
-        wanted = pa.array([i for ids in representative_ids.values() for i in ids], pa.string())
-        payloads = payload_rows(storage, spec, wanted, lambda s: [n for n in s.names if n != ID and n not in features])
+        wanted = [key for keys in representative_keys.values() for key in keys]
+        payloads = payload_rows_by_key(storage, spec, wanted,
+                                       lambda s: payload_columns(s, features))
         evidence = [
             ClusterEvidence(c, counts[c], keywords.get(c, []),
-                            [payloads[i] for i in representative_ids[c] if i in payloads], label)
+                            [payloads[k] for k in representative_keys.get(c, []) if k in payloads], label)
             for c, label in zip(cluster_ids, data)
         ]
         with timed(result, "labeling_s"):
             outcome = labeler.label(evidence)
         table = labels_table(outcome.labels, outcome.source, outcome.extra_types)
+        table = table.append_column(REPRESENTATIVE_COLLECTIONS, pa.array(
+            [representative_collections(l, representative_keys.get(l.cluster_id, [])) for l in outcome.labels],
+            pa.list_(pa.string())))
         paths = {l.cluster_id: [l.label] for l in outcome.labels}
         if spec.hierarchical and storage.exists(*layout.fit_parts(spec, fit_id, layout.HIERARCHY)):
             with timed(result, "parent_labeling_s"):
@@ -201,6 +234,14 @@ def run_labels(ctx: StageContext) -> StageResult:
     if not cluster_ids:
         result.warnings.append("every document is noise: loosen the algorithm's parameters")
     return result
+
+
+def representative_collections(label: kw.ClusterLabel, keys: list[tuple[str, str]]) -> list[str]:
+    """The collection of each of ``label.representative_ids`` (the data's representatives, in order)."""
+    if [doc for _, doc in keys] == list(label.representative_ids):
+        return [cid for cid, _ in keys]
+    of = {doc: cid for cid, doc in keys}
+    return [of.get(doc, "") for doc in label.representative_ids]
 
 
 def make_current(storage, spec: ClusterDefinition, fit_id: str, sample_id: str, partitions: list[str]) -> None:

@@ -40,18 +40,23 @@ def read_file_ids(storage: Storage, partition: str) -> pa.Array:
 
 
 def check_unique(ids: pa.Array, owners: pa.Array) -> None:
-    """One id per document: a repeated id names the files (or collections) it appears in."""
-    counts = pc.value_counts(ids)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        first = repeated[0]["values"].as_py()
-        where = sorted(set(owners.filter(pc.equal(ids, first)).to_pylist()))
-        if len(where) == 1:
-            where = where * 2
-        raise CollectionError(
-            f"duplicate document_id {first!r} in {' and '.join(where)} "
-            f"({len(repeated)} ids appear more than once); ids must be unique"
-        )
+    """One id per document of a collection: documents of different collections are different documents
+    (keyed by (collection, document_id)); a repeated id names the files it appears in."""
+    collections = pc.list_element(pc.split_pattern(owners, "/", max_splits=1), 0)
+    for cid in pc.unique(collections).to_pylist():
+        mine = pc.equal(collections, cid)
+        these, where_from = ids.filter(mine), owners.filter(mine)
+        counts = pc.value_counts(these)
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+        if len(repeated):
+            first = repeated[0]["values"].as_py()
+            where = sorted(set(where_from.filter(pc.equal(these, first)).to_pylist()))
+            if len(where) == 1:
+                where = where * 2
+            raise CollectionError(
+                f"duplicate document_id {first!r} in {' and '.join(where)} "
+                f"({len(repeated)} ids appear more than once); ids must be unique"
+            )
 
 
 def check_enough_documents(spec: ClusterDefinition, total: int, size: int) -> None:
@@ -101,8 +106,11 @@ def run_sample(ctx: StageContext) -> StageResult:
         else:
             rows = np.arange(total)
         take = pa.array(rows)
-        table = pa.table({ID: ids.take(take), "file": owners.take(take),
-                          "row": pa.concat_arrays(row_arrays).take(take)})
+        sampled_files = owners.take(take)
+        table = pa.table({ID: ids.take(take), "file": sampled_files,
+                          "row": pa.concat_arrays(row_arrays).take(take),
+                          # a document is (collection, document_id)
+                          "collection_id": pc.list_element(pc.split_pattern(sampled_files, "/", max_splits=1), 0)})
         uri = storage.write_table(table, *layout.sample_parts(spec, ctx.run_id, layout.SAMPLE))
     result.row_count = size
     result.uri = uri

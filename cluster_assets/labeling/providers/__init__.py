@@ -7,14 +7,21 @@ from cluster_assets.labeling.providers.base import Completion, Provider, Provide
 from cluster_assets.labeling.providers.google import GoogleProvider
 from cluster_assets.labeling.providers.openai import OpenAIProvider
 
-PROVIDERS: dict[str, type[Provider]] = {
-    "openai": OpenAIProvider,
-    "anthropic": AnthropicProvider,
-    "google": GoogleProvider,
-}
+# The one list of providers: a new one is a module with its Provider subclass and a line here.
+PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in (OpenAIProvider, AnthropicProvider, GoogleProvider)}
 
+ALIASES = {alias: cls.name for cls in PROVIDERS.values() for alias in cls.aliases}
 KEY_VARIABLES = {name: cls.key_variables for name, cls in PROVIDERS.items()}
-MODALITIES = {name: cls.modalities for name, cls in PROVIDERS.items()}
+MODALITIES = {name: cls.modalities() for name, cls in PROVIDERS.items()}
 
-__all__ = ["PROVIDERS", "KEY_VARIABLES", "MODALITIES", "Completion", "Provider", "ProviderError", "Reply", "scrub",
+
+def provider_name(name: str) -> str:
+    """A registry name or alias -> the registry name; ``ValueError`` listing the valid ones."""
+    if name in PROVIDERS:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    raise ValueError(f"unknown provider {name!r}; valid: {', '.join([*PROVIDERS, *ALIASES])}")
+
+__all__ = ["PROVIDERS", "ALIASES", "KEY_VARIABLES", "MODALITIES", "provider_name", "Completion", "Provider", "ProviderError", "Reply", "scrub",
            "OpenAIProvider", "AnthropicProvider", "GoogleProvider"]

@@ -8,6 +8,7 @@ endpoint, so dedup uses the local vectorizer.
 from __future__ import annotations
 
 from cluster_assets.labeling.inputs import TEXT, Part
+from cluster_assets.labeling.media import FRAMES, URL
 from cluster_assets.labeling.prompts import Prompt, merged_parts
 from cluster_assets.labeling.providers.base import Provider, Reply
 
@@ -17,6 +18,9 @@ def message_content(parts: list[Part]) -> list[dict]:
     for part in merged_parts(parts):
         if part.kind == TEXT:
             content.append({"type": "text", "text": part.value})
+        elif part.kind == "image_url" and part.value.startswith("data:"):  # a video's frames
+            media_type, _, data = part.value[len("data:"):].partition(";base64,")
+            content.append({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
         elif part.kind == "image_url":
             content.append({"type": "image", "source": {"type": "url", "url": part.value}})
         else:  # refused earlier by the modality check; kept as a guard
@@ -26,7 +30,9 @@ def message_content(parts: list[Part]) -> list[dict]:
 
 class AnthropicProvider(Provider):
     name = "anthropic"
-    modalities = frozenset({"text", "image_url"})
+    aliases = ("anthropic_messages_v1",)
+    # messages take images (no audio); a video goes as frames
+    media = {"image_url": URL, "video_url": FRAMES}
     default_model = "claude-haiku-4-5"
     default_embedding_model = None
     key_variables = ("ANTHROPIC_API_KEY",)

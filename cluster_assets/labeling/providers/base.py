@@ -70,12 +70,21 @@ class Completion:
 
 
 class Provider:
+    """One registry entry: everything the rest of the code knows of a provider comes from these attributes."""
+
     name: str = "provider"
-    modalities: frozenset[str] = frozenset({"text"})
+    aliases: tuple[str, ...] = ()  # other names a definition may use (the reference's)
+    # how each media input key is sent (``media.URL``, ``FRAMES`` or ``DATA``); a key not listed is refused
+    media: dict[str, str] = {}
     default_model: str = ""
     default_embedding_model: str | None = None
     key_variables: tuple[str, ...] = ()
+    needs_key: bool = True  # False: a definition is labelled by the LLM without any key set
     base_url_variable: str | None = None  # the SDK's own endpoint variable, used when base_url is unset
+
+    @classmethod
+    def modalities(cls) -> frozenset[str]:
+        return frozenset({"text", *cls.media})
 
     def __init__(self, *, api_key: str, model: str | None = None, base_url: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3, max_output_tokens: int = 1024,
@@ -163,8 +172,10 @@ class Provider:
             if self._stopped is None:
                 self._stopped = reason
 
-    def complete(self, prompt: Prompt, schema: dict) -> Completion:
-        """Ask until a valid answer, a fatal error or the retry budget runs out; never raises."""
+    def complete(self, prompt: Prompt, schema: dict,
+                 parse: Callable[[str | None, dict], dict] = parse_answer) -> Completion:
+        """Ask until a valid answer (``parse`` raises ``AnswerError`` for an invalid one), a fatal error or the
+        retry budget runs out; never raises."""
         done = Completion()
         sent_schema = wire_schema(schema)
         attempt = 0
@@ -201,7 +212,7 @@ class Provider:
             done.output_tokens += reply.output_tokens
             try:
                 # A model may echo what it was given (a key in a document, a gateway's banner).
-                done.answer = self.scrubber.value(parse_answer(reply.text, schema))
+                done.answer = self.scrubber.value(parse(reply.text, schema))
                 return done
             except AnswerError as exc:
                 if attempt >= self.max_retries:

@@ -13,7 +13,7 @@ GOOGLE_OPENAI_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta/opena
 
 class GoogleProvider(OpenAIProvider):
     name = "google"
-    modalities = frozenset({"text", "image_url"})
+    aliases = ("gemini",)
     default_model = "gemini-2.5-flash"
     default_embedding_model = "gemini-embedding-001"
     key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")

@@ -7,6 +7,7 @@ comes from the definition, else the SDK's own ``OPENAI_BASE_URL``.
 from __future__ import annotations
 
 from cluster_assets.labeling.inputs import TEXT, Part
+from cluster_assets.labeling.media import AUDIO_DATA, DATA, FRAMES, URL, split_audio
 from cluster_assets.labeling.prompts import Prompt, merged_parts
 from cluster_assets.labeling.providers.base import Provider, Reply
 
@@ -22,6 +23,9 @@ def chat_content(parts: list[Part]) -> str | list[dict]:
             content.append({"type": "text", "text": part.value})
         elif part.kind == "image_url":
             content.append({"type": "image_url", "image_url": {"url": part.value}})
+        elif part.kind == AUDIO_DATA:
+            fmt, data = split_audio(part.value)
+            content.append({"type": "input_audio", "input_audio": {"data": data, "format": fmt}})
         else:  # refused earlier by the modality check; kept as a guard
             raise ValueError(f"chat completions cannot take {part.kind} parts")
     return content
@@ -29,7 +33,9 @@ def chat_content(parts: list[Part]) -> str | list[dict]:
 
 class OpenAIProvider(Provider):
     name = "openai"
-    modalities = frozenset({"text", "image_url"})
+    aliases = ("openai_chat_v1",)
+    # chat completions take images by URL and audio inline; a video goes as frames
+    media = {"image_url": URL, "video_url": FRAMES, "audio_url": DATA}
     default_model = "gpt-4o-mini"
     default_embedding_model = "text-embedding-3-small"
     key_variables = ("OPENAI_API_KEY",)
