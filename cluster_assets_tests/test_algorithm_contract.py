@@ -20,6 +20,7 @@ from cluster_assets.stages import layout
 from cluster_assets.stages.model import fit_space, load_fit
 from cluster_assets.stages.outputs import read_output
 from cluster_assets.storage import Storage
+from cluster_assets_tests.conftest import algorithm_params
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -31,7 +32,7 @@ def blobs() -> np.ndarray:
     return np.vstack([rng.normal(c, 0.5, size=(60, 8)) for c in centres]).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", algorithm_params(REGISTRY))
 def test_registry_entry_contract(name, blobs):
     info = REGISTRY[name]
     assert name in algorithms.ALGORITHMS and info.name == name and info.why
@@ -137,6 +138,7 @@ def test_density_algorithms_cluster_in_a_umap_space_fitted_on_the_sample(digits_
         digits_definition("bad", algorithm="hdbscan", cluster_space={"method": "tsne"})
 
 
+@pytest.mark.slow
 def test_evoc_layers_become_the_hierarchy():
     X = load_digits().data.astype(np.float32)
     params = algorithms.estimator_params("evoc", {"num_clusters": 10}, hierarchical=True)

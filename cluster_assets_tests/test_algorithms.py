@@ -21,6 +21,7 @@ from cluster_assets.spec import parse_definition
 from cluster_assets.stages import layout
 from cluster_assets.stages.outputs import read_output
 from cluster_assets.storage import Storage
+from cluster_assets_tests.conftest import algorithm_params
 
 SAMPLE = 600
 DENSITY = {"dbscan", "hdbscan", "optics"}
@@ -65,7 +66,7 @@ def assign(storage: Storage, spec, run_id: str = "run"):
     return results, assigned
 
 
-@pytest.mark.parametrize("algorithm", list(CASES))
+@pytest.mark.parametrize("algorithm", algorithm_params(CASES))
 def test_every_algorithm_fits_a_sample_and_assigns_every_document(digits_storage, algorithm):
     config, floor = CASES[algorithm]
     spec = definition(algorithm, config)
