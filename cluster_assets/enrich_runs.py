@@ -11,7 +11,6 @@ materializations). Everything is checked before a file is written.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from cluster_assets.spec import ClusterDefinition, parse_definition
 from cluster_assets.stages import layout
@@ -43,7 +42,7 @@ def fit_of_run(instance: dg.DagsterInstance, spec: ClusterDefinition, run_id: st
     if instance.get_run_by_id(run_id) is None:
         raise EnrichRequestError(f"run {run_id!r} is not in the Dagster instance: `cluster-assets executions "
                                  f"{name} --json` lists the runs of {name!r}")
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     fits = []
     for record in records:
         materialization = record.event_log_entry.asset_materialization

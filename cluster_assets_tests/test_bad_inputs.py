@@ -73,7 +73,7 @@ def test_unknown_algorithm(definitions_dir, caplog):
     path = write_definition(definitions_dir, {**GOOD, "algorithm": "k-means"})
     defs, errors = skipped(definitions_dir, caplog)
     assert errors == [f"skipping cluster definition: {path}: algorithm: unknown algorithm 'k-means'; valid: "
-                      "kmeans, dbscan, hdbscan, agglomerative, spectral, gaussian_mixture, mean_shift, optics"]
+                      "kmeans, gaussian_mixture, mean_shift, dbscan, optics, agglomerative, spectral, hdbscan, evoc"]
     assert not [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
 
 
