@@ -178,15 +178,19 @@ def keyword_lift(texts: list[str], labels: np.ndarray, keywords: dict[int, list[
     this cluster uses, near 0 for generic words every cluster has.
     """
     labels = np.asarray(labels)
-    analyze = _vectorizer().build_analyzer()
-    terms = [set(analyze(t)) for t in texts]
-    out = {}
-    for c, words in keywords.items():
+    tops = {c: list(dict.fromkeys(words[:top])) for c, words in keywords.items() if words}
+    vocabulary = sorted({w for words in tops.values() for w in words})
+    out = {c: 0.0 for c in keywords}
+    if not vocabulary or not len(texts):
+        return out
+    # one sparse pass: which documents hold which keyword (the analyzer the keywords came from)
+    holds = _vectorizer(vocabulary=vocabulary, binary=True).transform(texts).tocsc()
+    column = {w: i for i, w in enumerate(vocabulary)}
+    for c, words in tops.items():
         members = labels == c
-        if not members.any() or not words:
-            out[c] = 0.0
+        if not members.any():
             continue
-        hits = np.array([any(w in doc for w in words[:top]) for doc in terms])
+        hits = np.asarray(holds[:, [column[w] for w in words]].sum(axis=1)).ravel() > 0
         inside = hits[members].mean()
         outside = hits[~members].mean() if (~members).any() else 0.0
         out[c] = round(max(0.0, float(inside - outside)), 4)
