@@ -127,7 +127,10 @@ def new_files_drift(storage: Storage, spec: ClusterDefinition, current: layout.C
     new_cohesion, new_noise, documents = fit_readout(stats_of(new), centroids)
     if documents < spec.checks.new_files_min_documents:
         return None
-    fit_cohesion, fit_noise, _ = fit_readout(stats_of(current.partitions), centroids)
+    if current.cohesion is not None and current.noise_share is not None:  # recorded when the fit became current
+        fit_cohesion, fit_noise = current.cohesion, current.noise_share
+    else:  # a pointer written before the readout was recorded: every file's stats of the fit
+        fit_cohesion, fit_noise, _ = fit_readout(stats_of(current.partitions), centroids)
     if new_cohesion < fit_cohesion - spec.checks.new_files_max_cohesion_drop:
         return (f"the {documents} documents assigned since the fit lie farther from their centroids "
                 f"(cohesion {new_cohesion:.3f} against the fit's {fit_cohesion:.3f})")

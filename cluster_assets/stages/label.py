@@ -224,7 +224,8 @@ def run_labels(ctx: StageContext) -> StageResult:
         uri = storage.write_table(artifact, *layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT))
     result.row_count = len(cluster_ids)
     result.uri = uri
-    result.commit = lambda: make_current(storage, spec, fit_id, fit.sample_id, partitions)
+    result.commit = lambda: make_current(storage, spec, fit_id, fit.sample_id, partitions,
+                                         result.metadata.get("mean_cohesion"), result.metadata.get("noise_share"))
     result.paths["centroids_artifact"] = uri
     result.metadata[layout.FIT_ID_KEY] = fit_id
     result.metadata.update(outcome.metadata)
@@ -244,13 +245,15 @@ def representative_collections(label: kw.ClusterLabel, keys: list[tuple[str, str
     return [of.get(doc, "") for doc in label.representative_ids]
 
 
-def make_current(storage, spec: ClusterDefinition, fit_id: str, sample_id: str, partitions: list[str]) -> None:
+def make_current(storage, spec: ClusterDefinition, fit_id: str, sample_id: str, partitions: list[str],
+                 cohesion: float | None = None, noise_share: float | None = None) -> None:
     """The fit becomes the one every later read uses (incremental runs, enrichment, the CLI)."""
     previous = layout.read_current(storage, spec)
     layout.write_current(storage, spec, layout.CurrentFit(
         fit_id=fit_id, sample_id=sample_id, partitions=list(partitions),
         previous_fit_id=(previous.previous_fit_id if previous and previous.fit_id == fit_id
-                         else previous.fit_id if previous else None)))
+                         else previous.fit_id if previous else None),
+        cohesion=cohesion, noise_share=noise_share))
 
 
 def labels_table(labels: list[kw.ClusterLabel], source: str, extra_types: dict | None = None) -> pa.Table:

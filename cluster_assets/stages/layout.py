@@ -87,6 +87,9 @@ class CurrentFit:
     sample_id: str
     partitions: list[str] = field(default_factory=list)  # the files its full run assigned
     previous_fit_id: str | None = None
+    # the fit's own readout over those files, which the event sensor's drift check compares new files with
+    cohesion: float | None = None
+    noise_share: float | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
