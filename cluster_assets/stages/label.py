@@ -52,15 +52,11 @@ def _row_text(row: dict) -> str:
 
 
 def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -> dict[str, dict]:
-    """document_id -> payload dict (feature columns left out) for the given ids."""
-    out: dict[str, dict] = {}
-    for cid in spec.source_collection_ids:
-        dataset = storage.collection_dataset(cid)
-        columns = columns_for(dataset.schema)
-        table = dataset.to_table(columns=[ID] + columns, filter=pc.field(ID).cast(pa.string()).isin(ids))
-        for row in table.to_pylist():
-            out[str(row[ID])] = row
-    return out
+    """document_id -> payload dict for the given ids, searched in every source collection (the map's snippets)."""
+    wanted = [str(i) for i in ids.to_pylist()]
+    found = payload_rows_by_key(storage, spec, [(cid, i) for cid in spec.source_collection_ids for i in wanted],
+                                columns_for)
+    return {doc: row for (_, doc), row in found.items()}
 
 
 def payload_columns(schema: pa.Schema, features: set[str]) -> list[str]:
