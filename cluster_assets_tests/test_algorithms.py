@@ -21,7 +21,7 @@ from cluster_assets.spec import parse_definition
 from cluster_assets.stages import layout
 from cluster_assets.stages.outputs import read_output
 from cluster_assets.storage import Storage
-from cluster_assets_tests.conftest import algorithm_params
+from cluster_assets_tests.conftest import COMPILES_ON_FIRST_USE, algorithm_params
 
 SAMPLE = 600
 DENSITY = {"dbscan", "hdbscan", "optics"}
@@ -182,3 +182,48 @@ def test_every_registered_algorithm_is_loadable_with_defaults():
     assert set(algorithms.ALGORITHMS) == set(algorithms.REGISTRY) and len(algorithms.ALGORITHMS) == 9
     for name in algorithms.ALGORITHMS:
         algorithms.check_config(name, {})
+
+
+# --- every algorithm through Dagster ----------------------------------------------------------
+
+DAGSTER_PASS = [n for n in algorithms.ALGORITHMS if n not in COMPILES_ON_FIRST_USE]
+
+
+@pytest.mark.parametrize("names", [pytest.param(DAGSTER_PASS, id="every-algorithm"),
+                                   pytest.param(sorted(COMPILES_ON_FIRST_USE), id="compiled", marks=pytest.mark.slow)])
+def test_every_algorithm_through_one_code_location_and_dagster_runs(names, storage, definitions_dir):
+    """One folder holding a definition per algorithm (only the algorithm and num_clusters) loads as one code
+    location; each definition's full run, through Dagster, fits, assigns every document, passes its checks,
+    labels and enriches, and its clusters follow the true digits."""
+    import dagster as dg
+
+    from cluster_assets.loader import build_defs
+    from cluster_assets.runs import run_full
+    from cluster_assets.spec import load_definitions
+    from cluster_assets_tests.conftest import write_definition
+
+    table = digits_table().slice(0, 900)
+    storage.write_collection("digits", table.schema, [table])
+    for name in names:
+        write_definition(definitions_dir, {
+            "cluster_name": f"every_{name}", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
+            "algorithm": name, "algorithm_config": {"num_clusters": 10} if "num_clusters" in CASES[name][0] else {}})
+    defs = build_defs(definitions_dir)
+    specs = {d.spec.algorithm: d.spec for d in load_definitions(definitions_dir)[0]}
+    assert sorted(specs) == sorted(names)
+    truth = np.asarray(table.column("true_digit").to_pylist())
+    instance = dg.DagsterInstance.ephemeral()
+    for name in names:
+        spec = specs[name]
+        result = run_full(defs, spec, instance, storage)
+        assert result.success, name
+        checks = result.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks), (name, [(c.check_name, c.passed) for c in checks])
+        assigned = read_output(storage, spec.cluster_name, layout.ASSIGNMENTS, result.run_id)
+        labels = np.asarray(assigned.column("cluster_id").to_pylist())
+        assert len(labels) == len(truth), name
+        assert normalized_mutual_info_score(truth, labels) > CASES[name][1], name
+        named = read_output(storage, spec.cluster_name, layout.LABELS, result.run_id)
+        assert set(named.column("cluster_id").to_pylist()) == {int(c) for c in labels if c >= 0}, name
+        enriched = storage.collection_dataset(spec.target_collection_ids()["digits"]).to_table()
+        assert enriched.num_rows == len(truth) and "label" in enriched.column_names, name
