@@ -92,19 +92,20 @@ def render_html(data: MapData) -> str:
     return TEMPLATE.replace("__TITLE__", html.escape(data.title)).replace("__DATA__", _script_json(payload))
 
 
-def map_data(members: pa.Table, clusters: list[ClusterInfo], texts: dict[str, dict], title: str,
+def map_data(members: pa.Table, clusters: list[ClusterInfo], texts: list[dict], title: str,
              max_points: int = MAX_POINTS, seed: int = 0, snippet_chars: int = SNIPPET_CHARS) -> MapData:
-    """A map's data from its members (document_id, cluster_id, x, y[, z]), its clusters and the documents'
-    payloads (document_id -> fields), at most ``max_points`` of them drawn."""
+    """A map's data from its members (document_id, cluster_id, x, y[, z]), its clusters and each member's
+    payload (``texts``, row by row), at most ``max_points`` of them drawn."""
     total = members.num_rows
-    members = members.take(pa.array(sample_rows(total, max_points, seed)))
+    rows = sample_rows(total, max_points, seed)
+    members = members.take(pa.array(rows))
     axes = [a for a in ("x", "y", "z") if a in members.column_names]
     coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
     labels = members.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
     ids = members.column("document_id").to_pylist()
     snippets = []
-    for i in ids:
-        row = texts.get(str(i), {})
+    for r in rows:
+        row = texts[r] if r < len(texts) else {}
         text = " ".join(t for t in (text_of(v) for k, v in row.items() if k != "document_id") if t)
         snippets.append(" ".join(text.split())[:snippet_chars])
     return MapData(ids, coords, labels, snippets, clusters, title=title, total_points=total)

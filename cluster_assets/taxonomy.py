@@ -77,19 +77,24 @@ class MembershipChange:
 def membership_changes(previous: pa.Table, current: pa.Table) -> dict[int, MembershipChange]:
     """For each cluster of ``current``: its best-matching cluster of ``previous`` by Jaccard overlap.
 
-    Both tables hold ``document_id`` and ``cluster_id`` (a run's members artifact).
+    Both tables hold ``document_id`` and ``cluster_id`` (a run's members artifact), and, when both
+    hold it, ``collection_id``: a document is then (collection, id), as two sources may share an id.
     Documents that are in only one run count against the overlap: a cluster
     that gained or lost many documents changed.
     """
     import pandas as pd
 
-    prev = pd.DataFrame({"document_id": previous.column("document_id").to_numpy(zero_copy_only=False),
-                         "p": previous.column("cluster_id").to_numpy(zero_copy_only=False)})
-    cur = pd.DataFrame({"document_id": current.column("document_id").to_numpy(zero_copy_only=False),
-                        "c": current.column("cluster_id").to_numpy(zero_copy_only=False)})
+    keys = [k for k in ("collection_id", "document_id")
+            if k in previous.column_names and k in current.column_names]
+
+    def frame(table: pa.Table, cluster: str) -> pd.DataFrame:
+        return pd.DataFrame({k: table.column(k).to_pandas().astype(str) for k in keys}
+                            | {cluster: table.column("cluster_id").to_numpy(zero_copy_only=False)})
+
+    prev, cur = frame(previous, "p"), frame(current, "c")
     prev_sizes = prev[prev.p >= 0].p.value_counts()
     cur_sizes = cur[cur.c >= 0].c.value_counts()
-    both = cur[cur.c >= 0].merge(prev[prev.p >= 0], on="document_id")
+    both = cur[cur.c >= 0].merge(prev[prev.p >= 0], on=keys)
     overlap = both.groupby(["c", "p"]).size().rename("n").reset_index()
     out: dict[int, MembershipChange] = {}
     if len(overlap):
@@ -244,10 +249,13 @@ def promote(storage, cluster_name: str, run_id: str, taxonomy: str, *, clusters:
     forced: list[int] = []
     if previous_run_id and storage.exists("artifacts", cluster_name, previous_run_id, "members.parquet") \
             and storage.exists(*run, "members.parquet"):
-        columns = ["document_id", "cluster_id"]
-        changes = membership_changes(
-            storage.read_table("artifacts", cluster_name, previous_run_id, "members.parquet", columns=columns),
-            storage.read_table(*run, "members.parquet", columns=columns))
+        def members(*parts: str) -> pa.Table:
+            names = storage.parquet_file(*parts).schema_arrow.names
+            return storage.read_table(*parts, columns=[c for c in ("document_id", "cluster_id", "collection_id")
+                                                       if c in names])
+
+        changes = membership_changes(members("artifacts", cluster_name, previous_run_id, "members.parquet"),
+                                     members(*run, "members.parquet"))
         unstable = [c for c in chosen if changes.get(c) and changes[c].change > max_change]
         if unstable and not force:
             lines = [f"cluster {c}: {changes[c].change:.0%} of its membership changed since run "

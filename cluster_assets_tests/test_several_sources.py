@@ -49,3 +49,12 @@ def test_two_collections_holding_the_same_ids_are_clustered_labelled_and_enriche
     for cid, table in enriched.items():
         mine = sum(c == cid for cids in labels.column("representative_collection_ids").to_pylist() for c in cids)
         assert pc.sum(table.column("representative")).as_py() == mine
+
+    # the map's members name their collection, and a point's hover text is its own document's
+    from cluster_assets.stages.map import run_map_data
+
+    members = storage.read_table(*layout.artifact_parts(spec, result.run_id, layout.MEMBERS_ARTIFACT))
+    assert members.num_rows == 150 and sorted(set(members.column("collection_id").to_pylist())) == ["col_a", "col_b"]
+    data = run_map_data(storage, spec, result.run_id)
+    for collection, snippet in zip(members.column("collection_id").to_pylist(), data.snippets):
+        assert (("omega" in snippet or "sigma" in snippet) == (collection == "col_b")), (collection, snippet)

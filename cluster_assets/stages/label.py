@@ -51,14 +51,6 @@ def _row_text(row: dict) -> str:
     return " ".join(parts)
 
 
-def payload_rows(storage, spec: ClusterDefinition, ids: pa.Array, columns_for) -> dict[str, dict]:
-    """document_id -> payload dict for the given ids, searched in every source collection (the map's snippets)."""
-    wanted = [str(i) for i in ids.to_pylist()]
-    found = payload_rows_by_key(storage, spec, [(cid, i) for cid in spec.source_collection_ids for i in wanted],
-                                columns_for)
-    return {doc: row for (_, doc), row in found.items()}
-
-
 def payload_columns(schema: pa.Schema, features: set[str]) -> list[str]:
     """What a model is shown of a document without ``labeling_inputs``: every column but the id and the vectors
     (any feature column, whether this definition clusters on it or not)."""

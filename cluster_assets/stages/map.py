@@ -15,8 +15,9 @@ from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.stages.context import LineageError, StageContext
 from cluster_assets.features import parse_address
-from cluster_assets.stages.label import assigned_partitions, payload_rows, text_columns
-from cluster_assets.stages.reduce import AXES, fit_members
+from cluster_assets.stages.label import assigned_partitions, payload_rows_by_key, text_columns
+from cluster_assets.stages.reduce import AXES, COLLECTION, fit_members
+from cluster_assets.stages.sample import ID
 from cluster_assets.stages.result import StageResult, timed
 
 
@@ -86,13 +87,26 @@ def run_map_data(storage, spec: ClusterDefinition, run_id: str, max_points: int 
     elif clusters is None:
         notes.append("this run has no labels yet: clusters are shown by number")
         clusters = map_html.numbered_clusters(members.column("cluster_id").to_numpy(zero_copy_only=False))
-    features = {parse_address(a) for a in spec.feature_addresses}
-    texts = payload_rows(storage, spec, shown.column("document_id").combine_chunks().cast(pa.string()),
-                         lambda s: text_columns(s, spec, features))
+    texts = point_payloads(storage, spec, shown)
     data = map_html.map_data(shown, clusters, texts, f"{spec.cluster_name} · run {run_id[:8]}", max_points)
     data.total_points = members.num_rows
     data.notes.extend(notes)
     return data
+
+
+def point_payloads(storage, spec: ClusterDefinition, members: pa.Table) -> list[dict]:
+    """Each member's text fields, looked up in its own collection (two sources may share a ``document_id``);
+    a members artifact written before members named their collection searches every source."""
+    features = {parse_address(a) for a in spec.feature_addresses}
+    ids = [str(i) for i in members.column(ID).to_pylist()]
+    if COLLECTION in members.column_names:
+        keys = list(zip((str(c) for c in members.column(COLLECTION).to_pylist()), ids))
+    else:
+        keys = [(cid, i) for cid in spec.source_collection_ids for i in ids]
+    found = payload_rows_by_key(storage, spec, keys, lambda s: text_columns(s, spec, features))
+    if COLLECTION in members.column_names:
+        return [found.get(k, {}) for k in keys]
+    return [next((found[(c, i)] for c in spec.source_collection_ids if (c, i) in found), {}) for i in ids]
 
 
 def write_run_map(storage, spec: ClusterDefinition, run_id: str, max_points: int = map_html.MAX_POINTS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from cluster_assets.spec import ClusterDefinition
@@ -16,8 +17,14 @@ from cluster_assets.stages.sample import ID
 AXES = ("x", "y", "z")
 
 
+COLLECTION = "collection_id"
+
+
 def member_schema(components: int) -> pa.Schema:
-    return pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())] + [(a, pa.float32()) for a in AXES[:components]])
+    """A document's coordinates; ``collection_id`` last, so that two source collections sharing a
+    ``document_id`` stay two documents (files written before it existed lack it)."""
+    return pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())] + [(a, pa.float32()) for a in AXES[:components]]
+                     + [(COLLECTION, pa.dictionary(pa.int32(), pa.string()))])
 
 
 def reduce_file(storage, spec: ClusterDefinition, fit_id: str, partition: str) -> int:
@@ -25,7 +32,8 @@ def reduce_file(storage, spec: ClusterDefinition, fit_id: str, partition: str) -
     plan = load_plan(storage, spec, fit.sample_id)
     assigned = read_assignments(storage, spec, fit_id, partition)
     schema = member_schema(fit.reducer.n_components)
-    axes = schema.names[2:]
+    axes = [a for a in schema.names if a in AXES]
+    collection, _ = layout.split_partition(partition)
     offset = 0
 
     def batches():
@@ -38,15 +46,23 @@ def reduce_file(storage, spec: ClusterDefinition, fit_id: str, partition: str) -
                                  f"{spec.cluster_name}/assignments for partition {partition!r} again")
             Y = fit.reducer.transform(X)
             yield pa.table({ID: ids, "cluster_id": clusters.column("cluster_id")}
-                           | {a: pa.array(Y[:, i]) for i, a in enumerate(axes)}, schema=schema)
+                           | {a: pa.array(Y[:, i]) for i, a in enumerate(axes)}
+                           | {COLLECTION: pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(ids), np.int32)),
+                                                                         pa.array([collection]))}, schema=schema)
 
     return storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.COORDS))
 
 
 def fit_members(storage, spec: ClusterDefinition, fit_id: str, partitions: list[str]):
-    """The coordinates of ``partitions`` in one fit, file by file (a table per file)."""
+    """The coordinates of ``partitions`` in one fit, file by file (a table per file); a file written
+    before coordinates named their collection gets it from its partition key."""
     for partition in partitions:
-        yield storage.read_table(*layout.file_parts(spec, fit_id, partition, layout.COORDS))
+        table = storage.read_table(*layout.file_parts(spec, fit_id, partition, layout.COORDS))
+        if COLLECTION not in table.column_names:
+            collection = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, np.int32)),
+                                                        pa.array([layout.split_partition(partition)[0]]))
+            table = table.append_column(COLLECTION, collection)
+        yield table
 
 
 def write_members_artifact(storage, spec: ClusterDefinition, run_id: str, fit_id: str, partitions: list[str]) -> str:
