@@ -3,6 +3,9 @@
 Plain functions over the storage layer and the instance's partitions: the event sensor calls
 them on every tick, so each stays bounded by the number of files (Parquet footers for the
 new and rewritten files' row counts, the fit's small per-file stats for the gone ones).
+A ``Snapshot`` holds what one tick can see without opening a file (the listings, the registered
+partitions, the current fit); when its digest equals the one of a tick that found nothing to
+do, nothing can have changed, and the sensor skips without reading the assignments' footers.
 """
 
 from __future__ import annotations
@@ -139,15 +142,38 @@ def new_files_drift(storage: Storage, spec: ClusterDefinition, current: layout.C
     return None
 
 
-def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> FileChanges:
+@dataclass
+class Snapshot:
+    """What a tick sees from listings alone: the source files (size, mtime), the registered partitions,
+    the current fit and the files assigned in it."""
+
+    code_version: str
+    files: dict[str, dict]
+    known: list[str]
+    current: layout.CurrentFit | None
+    assigned: set[str]
+
+    @property
+    def digest(self) -> str:
+        fit = [self.current.fit_id, self.current.partitions] if self.current else None
+        return _digest([self.code_version, self.files, self.known, fit, sorted(self.assigned)])
+
+
+def snapshot(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> Snapshot:
     files = source_files(storage, spec)
     for key in files:
         partitions.check_partition_key(key)
     known = instance.get_dynamic_partitions(partitions.partitions_name(spec))
+    current = layout.read_current(storage, spec)
+    assigned = assigned_files(storage, spec, current.fit_id) if current else set()
+    return Snapshot(code_version, files, known, current, assigned)
+
+
+def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> FileChanges:
+    files, known, current, code_version = seen.files, seen.known, seen.current, seen.code_version
     known_set = set(known)
     changes = FileChanges(files=files, known=known, new_files=[f for f in files if f not in known_set],
                           gone_files=[k for k in known if k not in files])
-    current = layout.read_current(storage, spec)
     if current is None:
         changes.refit_reason = "no complete fit yet"
         changes.new_documents = sum(file_rows(storage, f) for f in files)
@@ -159,7 +185,7 @@ def file_changes(instance, storage: Storage, spec: ClusterDefinition, code_versi
         changes.refit_reason = "the definition changed since the current fit"
         changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
-    assigned = assigned_files(storage, spec, current.fit_id)
+    assigned = seen.assigned
     drift = new_files_drift(storage, spec, current, assigned & set(files))
     if drift:
         changes.refit_reason = drift

@@ -228,22 +228,24 @@ class Storage:
         return ("collections", collection_id)
 
     def collection_files(self, collection_id: str) -> list[str]:
+        return [i.path for i in self.collection_file_infos(collection_id)]
+
+    def collection_file_infos(self, collection_id: str) -> list[pafs.FileInfo]:
+        """One ``FileInfo`` (path, size, mtime) per Parquet file of a collection, sorted by path: one listing
+        (on S3, the LIST answers carry size and mtime; nothing is asked per file)."""
         folder = self.path(*self.collection_parts(collection_id))
         info = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         files = sorted(
-            i.path for i in info
-            if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-            and not posixpath.basename(i.path).startswith(("_", "."))
+            (i for i in info
+             if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+             and not posixpath.basename(i.path).startswith(("_", "."))),
+            key=lambda i: i.path,
         )
         if not files:
             raise CollectionError(
                 f"collection {collection_id!r} not found: no Parquet files under {self.uri(*self.collection_parts(collection_id))}"
             )
         return files
-
-    def collection_file_infos(self, collection_id: str) -> list[pafs.FileInfo]:
-        """One ``FileInfo`` (path, size, mtime) per Parquet file of a collection: a listing, nothing read."""
-        return self.fs.get_file_info(self.collection_files(collection_id))
 
     def file_path(self, collection_id: str, file_name: str) -> str:
         check_safe_id(collection_id, "collection id")

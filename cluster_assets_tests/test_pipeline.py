@@ -266,7 +266,7 @@ def test_same_definition_same_data_same_result(run):
 ])
 def test_members_have_coordinates_for_every_document(run, group, method, axes, documents):
     members = run.artifact(group, "members.parquet")
-    assert members.column_names == ["document_id", "cluster_id", *axes]
+    assert members.column_names == ["document_id", "cluster_id", *axes, "collection_id"]
     assert members.num_rows == documents
     assigned = run.asset(group, "assignments.parquet")
     assert members.column("document_id").equals(assigned.column("document_id"))

@@ -92,7 +92,7 @@ def test_end_to_end_on_s3(s3, run):
     enriched = storage.collection_dataset("digits_digits_kmeans_enriched").to_table()
     assert enriched.num_rows == 1797 and "cluster_id" in enriched.column_names and "label" in enriched.column_names
     members = storage.read_table("artifacts", "product_topics", results["product_topics"].run_id, "members.parquet")
-    assert members.num_rows == 1200 and members.column_names[-3:] == ["x", "y", "z"]
+    assert members.num_rows == 1200 and members.column_names[2:] == ["x", "y", "z", "collection_id"]
     # the source collections were only read
     assert sources == {key: s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in sources}
 

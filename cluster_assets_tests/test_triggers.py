@@ -143,13 +143,18 @@ def test_event_sensor_fits_first_then_assigns_only_new_files_with_the_current_fi
     [full] = launch(defs_with_triggers, instance, first)
     assert full.success
     fit_id = full.run_id
-    assert sensor.evaluate_tick(event_context(instance, storage)).skip_message.startswith("no new")
+    quiet = sensor.evaluate_tick(event_context(instance, storage))
+    assert quiet.skip_message.startswith("no new") and quiet.cursor
+    # the next tick with that cursor sees the same listings and skips without opening a file
+    assert "nothing changed in points since the last tick" in \
+        sensor.evaluate_tick(event_context(instance, storage, quiet.cursor)).skip_message
     enriched_before = file_hashes(storage, "points_blobs_enriched")
 
     # 3 new documents in a new file: below min_new_documents=5, nothing registered, no run.
     append_blobs(storage, "points", 3, start=1000)
-    few = sensor.evaluate_tick(event_context(instance, storage))
+    few = sensor.evaluate_tick(event_context(instance, storage, quiet.cursor))
     assert not few.run_requests and "3 new or removed documents" in few.skip_message
+    assert few.cursor != quiet.cursor
     # 3 more in another file: 6 new, one run over both new files and only their per-file stages.
     append_blobs(storage, "points", 3, start=2000, seed=2)
     enough = sensor.evaluate_tick(event_context(instance, storage))
