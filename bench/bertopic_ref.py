@@ -24,7 +24,7 @@ def main(data_dir: str, out_json: str) -> None:
     start = time.perf_counter()
     import numpy as np
     from bertopic import BERTopic
-    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     imports_s = time.perf_counter() - start
     X = np.load(os.path.join(data_dir, "embeddings.npy"))
@@ -43,6 +43,10 @@ def main(data_dir: str, out_json: str) -> None:
         "noise_share": round(float((topics == -1).mean()), 4),
         # Noise (-1) counts as one more label, as it does for our assignments.
         "nmi": round(float(normalized_mutual_info_score(truth, topics)), 4),
+        "ari": round(float(adjusted_rand_score(truth, topics)), 4),
+        "ari_clustered": round(float(adjusted_rand_score(truth[topics >= 0], topics[topics >= 0])), 4)
+        if (topics >= 0).any() else 0.0,
+        "clustered": round(float((topics >= 0).mean()), 4),
         "total_s": round(time.perf_counter() - start, 3),
     }
     with open(out_json, "w") as f:

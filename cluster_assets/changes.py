@@ -147,7 +147,7 @@ class Snapshot:
     """What a tick sees from listings alone: the source files (size, mtime), the registered partitions,
     the current fit and the files assigned in it."""
 
-    code_version: str
+    code_version: str  # the definition's fit version (``factory.fit_version``)
     files: dict[str, dict]
     known: list[str]
     current: layout.CurrentFit | None
@@ -169,6 +169,12 @@ def snapshot(instance, storage: Storage, spec: ClusterDefinition, code_version: 
     return Snapshot(code_version, files, known, current, assigned)
 
 
+def _whole_version(spec: ClusterDefinition) -> str:
+    """The version fits recorded before ``fit_version``: the whole definition but its retention."""
+    body = spec.model_dump(mode="json", exclude={"retention"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> FileChanges:
     files, known, current, code_version = seen.files, seen.known, seen.current, seen.code_version
     known_set = set(known)
@@ -180,9 +186,12 @@ def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> F
         return changes
     changes.fit_id = current.fit_id
     fit_parts = layout.fit_parts(spec, current.fit_id, layout.FIT)
-    fitted_with = json.loads(storage.read_bytes(*fit_parts)).get("code_version") if storage.exists(*fit_parts) else None
-    if fitted_with and fitted_with != code_version:
-        changes.refit_reason = "the definition changed since the current fit"
+    fit_record = json.loads(storage.read_bytes(*fit_parts)) if storage.exists(*fit_parts) else {}
+    # a fit recorded before fit versions existed is compared on its whole definition's version
+    fitted_with = fit_record.get("fit_version") or fit_record.get("code_version")
+    expected = code_version if "fit_version" in fit_record else _whole_version(spec)  # fits from before 2026-11-26
+    if fitted_with and fitted_with != expected:
+        changes.refit_reason = "a field the fit follows changed since the fit"
         changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
     assigned = seen.assigned

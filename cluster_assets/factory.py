@@ -173,13 +173,33 @@ def pool_name(spec: ClusterDefinition) -> str:
     return f"cluster_assets/{spec.group_name}"
 
 
-def code_version(spec: ClusterDefinition) -> str:
-    """Changes when the definition changes, so the UI flags assets built from an older definition.
-    ``retention`` is left out: how long outputs are kept never changes them (and must not cause a refit)."""
+# Fields that never change what a run writes: editing them marks nothing stale.
+NOT_IN_OUTPUTS = {"description", "metadata", "triggers", "webhooks", "retention"}
+# Fields that change the fit, the per-file outputs or the enriched columns: editing them makes the event
+# sensor refit (a new file assigned by the old fit would not match the files a new fit writes). Labeling and
+# the check thresholds are not among them: new files take the labels the fit already has.
+FIT_FIELDS = {"source_collection_ids", "feature_addresses", "algorithm", "algorithm_config", "dimension_reduction",
+              "hierarchical", "hierarchy", "sample_size", "cluster_space", "outliers", "normalize", "enrichment",
+              "taxonomy"}
+
+
+def _digest(spec: ClusterDefinition, **fields) -> str:
     import hashlib
 
-    body = spec.model_dump(mode="json", exclude={"retention"})
+    body = spec.model_dump(mode="json", **fields)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def code_version(spec: ClusterDefinition) -> str:
+    """Dagster's code version of every asset of the definition: changes when a field that changes what a run
+    writes changes, so the UI flags assets built from an older definition (a new description, trigger,
+    webhook or retention policy does not)."""
+    return _digest(spec, exclude=NOT_IN_OUTPUTS)
+
+
+def fit_version(spec: ClusterDefinition) -> str:
+    """Changes when a field the fit or the per-file outputs follow changes: what makes the event sensor refit."""
+    return _digest(spec, include=FIT_FIELDS)
 
 
 def taxonomy_key(name: str) -> dg.AssetKey:

@@ -12,7 +12,8 @@
   their per-file stages (assignments, reduced_coords, enriched_collection) with the
   current fit: no refit, no rewrite of the files already done. Gone files lose their
   partition and their enriched file. It requests a full run (a refit) instead when
-  there is no complete fit yet, the definition changed since the fit (code version),
+  there is no complete fit yet, a field the fit follows changed since the fit (``factory.fit_version``:
+  not the description, triggers, webhooks, labeling or checks),
   or the files assigned since the fit drifted from it (``changes.new_files_drift``: their
   cohesion or noise share against the fit's own, thresholds in ``checks``).
   Run keys name the fit and the files, so a retried tick never starts a second run.
@@ -195,9 +196,9 @@ def full_run_request(instance: dg.DagsterInstance, storage, spec: ClusterDefinit
 
 def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDefinition, trigger: EventTrigger,
                    name: str, tags: dict[str, str]):
-    from cluster_assets.factory import code_version
+    from cluster_assets.factory import fit_version
 
-    version = code_version(spec)
+    version = fit_version(spec)
     try:
         seen = snapshot(context.instance, storage, spec, version)
         # the cursor holds the snapshot of the last tick that found nothing to do: if nothing listed has

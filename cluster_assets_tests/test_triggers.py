@@ -305,3 +305,27 @@ def test_deleted_definition_file_takes_its_schedules_along(definitions_dir, stor
     assert not repo.sensor_defs
     assert not any(k.path[0] == "gone" for k in repo.asset_graph.get_all_asset_keys())
     assert keep.exists()
+
+
+def test_editing_what_the_fit_does_not_follow_never_refits_and_editing_what_it_does_refits(
+        defs_with_triggers, definitions_dir, storage):
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs_with_triggers.resolve_sensor_def("blobs__on_arrival")
+    [full] = launch(defs_with_triggers, instance, sensor.evaluate_tick(event_context(instance, storage)))
+    assert full.success
+    body = json.loads((definitions_dir / "blobs.json").read_text())
+
+    def tick_after(**edits):
+        write_definition(definitions_dir, {**body, **edits})
+        edited = build_defs(definitions_dir).resolve_sensor_def("blobs__on_arrival")
+        return edited.evaluate_tick(event_context(instance, storage))
+
+    # a new description, webhook, check threshold or LLM prompt: the fit still holds
+    quiet = tick_after(description="renamed", webhooks=[{"url": "http://127.0.0.1:9/hook"}],
+                       checks={"max_noise_share": 0.4},
+                       triggers=body["triggers"] + [{"type": "cron", "cron": "0 4 * * *", "name": "later"}])
+    assert not quiet.run_requests and quiet.skip_message.startswith("no new"), quiet.skip_message
+    # a new cluster count: the next tick refits, naming why
+    [refit] = tick_after(algorithm_config={"num_clusters": 4}).run_requests
+    assert {k.to_user_string() for k in refit.asset_selection} == GROUP_KEYS
+    assert refit.tags[triggers.TAG_REFIT_REASON] == "a field the fit follows changed since the fit"

@@ -194,8 +194,10 @@ def run_model(ctx: StageContext) -> StageResult:
         fit = Fit(fit_id, sample_id, model, reducer, remap(own_labels, id_map), id_map, ctx.code_version,
                   space, outliers)
         uri = storage.write_bytes(pickle.dumps(fit), *layout.fit_parts(spec, fit_id, layout.MODEL))
+        from cluster_assets.factory import fit_version
+
         storage.write_bytes(json.dumps({"fit_id": fit_id, "sample_id": sample_id, "code_version": ctx.code_version,
-                                        "algorithm": spec.algorithm}).encode(),
+                                        "fit_version": fit_version(spec), "algorithm": spec.algorithm}).encode(),
                             *layout.fit_parts(spec, fit_id, layout.FIT))
     labels = fit.sample_labels
     reduction, defaulted = reduction_of(spec)
