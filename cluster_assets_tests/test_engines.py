@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -79,3 +80,12 @@ def test_an_unreachable_ray_cluster_fails_fast_names_the_address_and_writes_noth
     assert any(address in text and "unreachable" in text for text in errors), errors
     assert sorted(os.listdir(storage_root)) == ["collections"]
     assert not result.get_asset_materialization_events()
+    # ``cluster-assets run`` says why, though no step failed: the run's own failure names the address
+    from click.testing import CliRunner
+
+    from cluster_assets.cli import main
+
+    shell = CliRunner().invoke(main, ["run", "blobs"])
+    assert shell.exit_code == 1 and "blobs: run " in shell.output and "FAILURE" in shell.output
+    said = re.split(r"blobs: run \S+ FAILURE\n", shell.output)[1]  # what it says after the run (Dagster logs before)
+    assert address in said and "unreachable" in said, shell.output
