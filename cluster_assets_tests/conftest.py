@@ -135,6 +135,26 @@ def moto_s3(tmp_path, monkeypatch) -> str:
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_webserver_boot(request, tmp_path_factory):
+    """Starts the session's webserver at the start of the session, in the background, when a collected
+    test uses ``shared_webserver``: its start and the runs it is given overlap the tests before."""
+    if not any("shared_webserver" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from cluster_assets_tests.webserver import shared_place_webserver
+
+    with shared_place_webserver(tmp_path_factory.mktemp("webserver")) as ready:
+        yield ready
+
+
+@pytest.fixture(scope="session")
+def shared_webserver(_shared_webserver_boot):
+    """One real ``dagster-webserver`` for the session (cluster_assets_tests/webserver.py), shared by the UI,
+    map and GraphQL-client tests: each has its own definition (group) in it and its own run."""
+    return _shared_webserver_boot()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """One real PostgreSQL server for the session (cluster_assets_tests/postgres.py); skips, saying why,

@@ -303,33 +303,25 @@ def test_cluster_map_html_of_a_run_in_chromium(digits_run, browser, tmp_path):
     assert not errors and not requests
 
 
-def test_the_map_shows_in_the_dagster_ui(browser, tmp_path):
-    """A real webserver and a run submitted through GraphQL: the cluster_map page shows the map PNG."""
-    from cluster_assets.demo import write_demo_collections
-    from cluster_assets.storage import Storage
-    from cluster_assets_tests.conftest import write_definition
-    from cluster_assets_tests.webserver import materialize_group_through_graphql, running_webserver, visit
+def test_the_map_shows_in_the_dagster_ui(browser, shared_webserver):
+    """A real webserver and a run submitted through GraphQL: the cluster_map page shows the map PNG.
+    The session's webserver holds this test's definition, group ``digits_ui`` (k-means on the digits),
+    and submitted its run when it started."""
+    from cluster_assets_tests.webserver import MAP_GROUP, visit, wait_for_success
 
-    storage_root = str(tmp_path / "storage")
-    write_demo_collections(Storage(storage_root))
-    folder = tmp_path / "clusters"
-    folder.mkdir()
-    write_definition(folder, {
-        "cluster_name": "digits_ui", "source_collection_ids": ["digits"], "feature_addresses": ["pixels"],
-        "algorithm": "kmeans", "algorithm_config": {"num_clusters": 10}, "dimension_reduction": {"method": "pca"}})
-    with running_webserver(tmp_path, folder, storage_root) as server:
-        materialize_group_through_graphql(server, "digits_ui")
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        visit(page, f"{server.url}/assets/digits_ui/cluster_map")
-        row = page.locator("tr", has_text="map").filter(has_text="Show Markdown").first
-        row.get_by_text("[Show Markdown]").click()
-        image = page.locator("img[src^='data:image/png;base64,']").first
-        image.wait_for(state="visible")
-        assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 720
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = page.screenshot(path=str(ARTIFACTS / "ui-cluster-map.png"))
-        box = image.bounding_box()
-        pixels = image_of(shot)[int(box["y"]):int(box["y"] + box["height"]), int(box["x"]):int(box["x"] + box["width"])]
-        assert len({tuple(int(v) // 16 for v in p) for p in pixels.reshape(-1, 3)[::3]}) > 15  # a coloured map
-        page.close()
+    server = shared_webserver
+    wait_for_success(server, server.submitted[MAP_GROUP])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    visit(page, f"{server.url}/assets/digits_ui/cluster_map")
+    row = page.locator("tr", has_text="map").filter(has_text="Show Markdown").first
+    row.get_by_text("[Show Markdown]").click()
+    image = page.locator("img[src^='data:image/png;base64,']").first
+    image.wait_for(state="visible")
+    assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 720
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = page.screenshot(path=str(ARTIFACTS / "ui-cluster-map.png"))
+    box = image.bounding_box()
+    pixels = image_of(shot)[int(box["y"]):int(box["y"] + box["height"]), int(box["x"]):int(box["x"] + box["width"])]
+    assert len({tuple(int(v) // 16 for v in p) for p in pixels.reshape(-1, 3)[::3]}) > 15  # a coloured map
+    page.close()

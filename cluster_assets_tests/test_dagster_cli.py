@@ -59,6 +59,75 @@ def place(tmp_path_factory) -> Place:
     return Place(tmp_path_factory.mktemp("cli"))
 
 
+def validate_bundled(place: Place, workdir: Path) -> subprocess.Popen:
+    env = {k: v for k, v in place.env(DAGSTER_HOME=str(own_home(workdir))).items()
+           if k != "CLUSTER_ASSETS_DEFINITIONS_DIR"}
+    return subprocess.Popen([DAGSTER, "definitions", "validate", "-m", "cluster_assets.definitions"], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def validate_with_a_broken_definition(place: Place, workdir: Path) -> subprocess.Popen:
+    folder = workdir / "clusters"
+    folder.mkdir()
+    shutil.copy(REPO / "clusters" / "digits_kmeans.yaml", folder)
+    (folder / "broken.yaml").write_text("cluster_name: [\n")
+    env = place.env(DAGSTER_HOME=str(own_home(workdir)), CLUSTER_ASSETS_DEFINITIONS_DIR=str(folder))
+    return subprocess.Popen([DAGSTER, "definitions", "validate", "-m", "cluster_assets.definitions"], env=env,
+                            cwd=place.home.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def materialize_the_whole_group(place: Place, workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "cluster_assets.definitions",
+                             "--select", "group:digits_kmeans"], env=place.env(DAGSTER_HOME=str(own_home(workdir))),
+                            cwd=place.home.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def own_home(workdir: Path) -> Path:
+    """A DAGSTER_HOME of its own: a command started beside the full run never creates the SQLite schema
+    of the instance that run is creating."""
+    home = workdir / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+# Commands that read nothing the other tests write (`dagster definitions validate`, and a selection
+# Dagster refuses before any run): they start together when the module starts (each costs seconds of
+# imports) and run beside the full run, each in a DAGSTER_HOME of its own; each test reads its own.
+STARTED_AT_ONCE = {"test_definitions_validate_with_the_bundled_folder": validate_bundled,
+                   "test_a_broken_definition_is_logged_by_name_and_the_location_still_loads":
+                       validate_with_a_broken_definition,
+                   "test_plain_dagster_materialize_takes_one_stage_or_one_file": materialize_the_whole_group}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def started(request, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """The commands of ``STARTED_AT_ONCE`` whose tests were selected, started, with the folder each works
+    in, by test name; killed at the end if still running."""
+    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    if not selected & set(STARTED_AT_ONCE):
+        yield {}
+        return
+    place = request.getfixturevalue("place")
+    processes = {}
+    for name, start in STARTED_AT_ONCE.items():
+        if name in selected:
+            workdir = tmp_path_factory.mktemp("started")
+            processes[name] = (start(place, workdir), workdir)
+    try:
+        yield processes
+    finally:
+        for process, _ in processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def check_run(place: Place, run, latest) -> None:
     assert run.status == dg.DagsterRunStatus.SUCCESS
     for key in KEYS:
@@ -83,10 +152,9 @@ def test_a_full_run_from_the_shell_is_one_dagster_run_over_every_file(place, mon
         assert instance.get_dynamic_partitions("digits_kmeans__files") == ["digits/part-0.parquet"]
 
 
-def test_plain_dagster_materialize_takes_one_stage_or_one_file(place, monkeypatch):
+def test_plain_dagster_materialize_takes_one_stage_or_one_file(place, started, monkeypatch):
     # Checked on Dagster 1.13: a group mixing per-file and per-fit assets needs a partition.
-    refused = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions",
-                            "--select", "group:digits_kmeans")
+    refused = finish(started["test_plain_dagster_materialize_takes_one_stage_or_one_file"][0])
     assert refused.returncode != 0 and "partition" in (refused.stdout + refused.stderr).lower()
     # one per-fit stage again (new labels) reads the fit of the full run before
     labels = place.dagster("asset", "materialize", "-m", "cluster_assets.definitions",
@@ -105,24 +173,18 @@ def test_plain_dagster_materialize_takes_one_stage_or_one_file(place, monkeypatc
             assert event.asset_materialization.metadata["cluster_assets/fit_id"].value == full
 
 
-def test_definitions_validate_with_the_bundled_folder(place):
-    env = {k: v for k, v in place.env().items() if k != "CLUSTER_ASSETS_DEFINITIONS_DIR"}
-    done = subprocess.run([DAGSTER, "definitions", "validate", "-m", "cluster_assets.definitions"], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_definitions_validate_with_the_bundled_folder(started):
+    done = finish(started["test_definitions_validate_with_the_bundled_folder"][0])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "All code locations passed validation" in done.stdout + done.stderr
     assert "skipping cluster definition" not in done.stderr
 
 
-def test_a_broken_definition_is_logged_by_name_and_the_location_still_loads(place, tmp_path):
-    folder = tmp_path / "clusters"
-    folder.mkdir()
-    shutil.copy(REPO / "clusters" / "digits_kmeans.yaml", folder)
-    (folder / "broken.yaml").write_text("cluster_name: [\n")
-    done = place.dagster("definitions", "validate", "-m", "cluster_assets.definitions",
-                         CLUSTER_ASSETS_DEFINITIONS_DIR=str(folder))
+def test_a_broken_definition_is_logged_by_name_and_the_location_still_loads(started):
+    process, workdir = started["test_a_broken_definition_is_logged_by_name_and_the_location_still_loads"]
+    done = finish(process)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"skipping cluster definition: {folder / 'broken.yaml'}: cannot parse YAML" in done.stderr
+    assert f"skipping cluster definition: {workdir / 'clusters' / 'broken.yaml'}: cannot parse YAML" in done.stderr
 
 
 def readme_step(command: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from cluster_assets.cli import main
 from cluster_assets.loader import build_defs
 from cluster_assets.resources import StorageResource
 from cluster_assets.spec import load_definitions
+from cluster_assets.storage import Storage
 from cluster_assets_tests.conftest import launch, materialize_group, write_definition
 from cluster_assets_tests.small import definition, write_blobs
 
@@ -27,23 +29,44 @@ def run(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.fixture
-def history(dagster_home, definitions_dir, storage):
-    """Three runs in the instance of $DAGSTER_HOME: manual, scheduled, and another definition's."""
+@pytest.fixture(scope="module")
+def recorded_history(tmp_path_factory):
+    """Three runs in a Dagster instance of its own (SQLite): manual, scheduled, and another definition's.
+    Made once; each test gets a copy (``history``), as some add runs or change the definitions."""
+    base = tmp_path_factory.mktemp("history")
+    home, folder, root = base / "dagster_home", base / "clusters", base / "storage"
+    for path in (home, folder, root):
+        path.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    storage = Storage(str(root))
     write_blobs(storage)
-    write_definition(definitions_dir, definition(triggers=[{"type": "cron", "cron": "0 3 * * *", "name": "nightly"}]))
-    write_definition(definitions_dir, definition("other"))
-    defs = build_defs(definitions_dir)
-    instance = dg.DagsterInstance.get()
-    manual = materialize_group(definitions_dir, "blobs", instance)
-    materialize_group(definitions_dir, "other", instance)
-    schedule = defs.resolve_schedule_def("blobs__nightly")
-    with dg.build_schedule_context(instance=instance, resources={"storage": StorageResource(root=storage.root)},
-                                   scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc)) as context:
-        tick = schedule.evaluate_tick(context)
-    [scheduled] = launch(defs, instance, tick)
-    return {"manual": manual.run_id, "scheduled": scheduled.run_id, "defs": defs, "instance": instance,
-            "storage": storage}
+    write_definition(folder, definition(triggers=[{"type": "cron", "cron": "0 3 * * *", "name": "nightly"}]))
+    write_definition(folder, definition("other"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(home))
+        env.setenv("CLUSTER_ASSETS_STORAGE", str(root))
+        env.setenv("CLUSTER_ASSETS_DEFINITIONS_DIR", str(folder))
+        defs = build_defs(folder)
+        with dg.DagsterInstance.get() as instance:
+            manual = materialize_group(folder, "blobs", instance)
+            materialize_group(folder, "other", instance)
+            schedule = defs.resolve_schedule_def("blobs__nightly")
+            with dg.build_schedule_context(instance=instance, resources={"storage": StorageResource(root=storage.root)},
+                                           scheduled_execution_time=dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc)) as context:
+                tick = schedule.evaluate_tick(context)
+            [scheduled] = launch(defs, instance, tick)
+    return base, {"manual": manual.run_id, "scheduled": scheduled.run_id}
+
+
+@pytest.fixture
+def history(recorded_history, dagster_home, definitions_dir, storage):
+    """A copy of the recorded instance, definitions and storage in this test's DAGSTER_HOME, definitions
+    folder and storage root (the run ids are the recorded ones)."""
+    base, run_ids = recorded_history
+    for source, target in ((base / "dagster_home", dagster_home), (base / "clusters", definitions_dir),
+                           (base / "storage", Path(storage.root))):
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return {**run_ids, "defs": build_defs(definitions_dir), "instance": dg.DagsterInstance.get(), "storage": storage}
 
 
 def test_executions_lists_the_definitions_runs_newest_first(history, definitions_dir):

@@ -11,23 +11,16 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 from cluster_assets.runs import submit_full_run
 from cluster_assets.spec import load_definitions
 from cluster_assets.storage import Storage
-from cluster_assets_tests.conftest import write_definition
-from cluster_assets_tests.small import definition, write_blobs
-from cluster_assets_tests.webserver import LOCATION, running_webserver
+from cluster_assets_tests.webserver import GRAPHQL_GROUP, LOCATION
 
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @pytest.fixture(scope="module")
-def webserver(tmp_path_factory):
-    root = tmp_path_factory.mktemp("graphql")
-    storage_root = str(root / "storage")
-    write_blobs(Storage(storage_root))
-    folder = root / "clusters"
-    folder.mkdir()
-    write_definition(folder, definition(triggers=[{"type": "cron", "cron": "0 3 * * *", "name": "nightly"}]))
-    with running_webserver(root, folder, storage_root) as server:
-        yield server, Storage(storage_root)
+def webserver(shared_webserver):
+    """The session's webserver; this module's definition is group ``polled`` (the blobs of collection
+    ``points``, k-means with 3 clusters, a nightly schedule)."""
+    return shared_webserver, Storage(shared_webserver.storage_root)
 
 
 def wait_for(client: DagsterGraphQLClient, run_id: str, timeout: float = 300) -> dg.DagsterRunStatus:
@@ -43,19 +36,19 @@ def wait_for(client: DagsterGraphQLClient, run_id: str, timeout: float = 300) ->
 def test_submit_a_definitions_group_and_poll_to_success(webserver):
     server, storage = webserver
     client = DagsterGraphQLClient(server.host, port_number=server.port)
-    spec = load_definitions(server.definitions_dir)[0][0].spec
+    spec = next(d.spec for d in load_definitions(server.definitions_dir)[0] if d.spec.group_name == GRAPHQL_GROUP)
     with dg.DagsterInstance.from_config(str(server.home)) as instance:
         run_id = submit_full_run(client, instance, storage, spec, LOCATION, tags={"submitted_by": "test_graphql_client"})
     assert wait_for(client, run_id) == dg.DagsterRunStatus.SUCCESS
 
     # The run wrote this run's artifacts and the enriched collection.
     for name in ("members.parquet", "centroids.parquet"):
-        assert storage.exists("artifacts", "blobs", run_id, name)
-    assert storage.read_table("collections", "points_blobs_enriched", "part-0.parquet").num_rows == 120
+        assert storage.exists("artifacts", GRAPHQL_GROUP, run_id, name)
+    assert storage.read_table("collections", f"points_{GRAPHQL_GROUP}_enriched", "part-0.parquet").num_rows == 120
 
     # And the instance behind the webserver recorded it with its metadata.
     instance = dg.DagsterInstance.from_config(str(server.home))
-    record = instance.fetch_materializations(dg.AssetKey(["blobs", "assignments"]), limit=1).records[0]
+    record = instance.fetch_materializations(dg.AssetKey([GRAPHQL_GROUP, "assignments"]), limit=1).records[0]
     assert record.run_id == run_id and record.partition_key == "points/part-0.parquet"
     assert record.asset_materialization.metadata["num_clusters"].value == 3
     assert instance.get_run_by_id(run_id).tags["submitted_by"] == "test_graphql_client"

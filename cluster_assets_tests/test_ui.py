@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster_assets.storage import Storage
-from cluster_assets_tests.conftest import REPO, chromium_executable, no_browser, write_definition
-from cluster_assets_tests.small import definition, write_blobs
-from cluster_assets_tests.webserver import LOCATION, materialize_group_through_graphql, running_webserver, visit
+from cluster_assets_tests.conftest import REPO, chromium_executable, no_browser
+from cluster_assets_tests.webserver import LOCATION, UI_GROUP, visit, wait_for_success
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -34,25 +32,19 @@ def _browser_or_skip():
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(shared_webserver):
+    """The run of this module's definition (group ``blobs``, with a nightly schedule in Europe/Paris and an
+    event sensor), submitted through GraphQL when the session's webserver started, once it succeeded; and
+    a browser page to look at it."""
     sync_playwright, executable = _browser_or_skip()
-    root = tmp_path_factory.mktemp("ui")
-    storage_root = str(root / "storage")
-    write_blobs(Storage(storage_root))
-    folder = root / "clusters"
-    folder.mkdir()
-    write_definition(folder, definition(
-        triggers=[{"type": "cron", "cron": "0 3 * * *", "timezone": "Europe/Paris", "name": "nightly"},
-                  {"type": "event", "name": "on_arrival", "min_new_documents": 10}],
-    ))
-    with running_webserver(root, folder, storage_root) as server:
-        run_id = materialize_group_through_graphql(server, "blobs")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=executable, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield server, page, run_id
-            browser.close()
+    server = shared_webserver
+    run_id = wait_for_success(server, server.submitted[UI_GROUP])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        yield server, page, run_id
+        browser.close()
 
 
 def shot(page, name: str) -> Path:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dagster._core.utils import make_new_run_id
 from cluster_assets import webhooks
 from cluster_assets.loader import build_defs
 from cluster_assets.spec import ClusterDefinition, Webhook
+from cluster_assets.storage import Storage
 from cluster_assets.triggers import TAG_DEFINITION
 from cluster_assets_tests.conftest import REPO, materialize_group, write_definition
 from cluster_assets_tests.small import definition, write_blobs
@@ -78,7 +80,9 @@ class Sink:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever's next poll: 0.5 s by default, at the end of every test
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -347,35 +351,77 @@ def test_a_slow_endpoint_never_holds_the_tick_nor_repeats_a_healthy_delivery(sin
     assert json.loads(webhooks.Cursor.parse(cursor).dump())["pending"] == []
 
 
-def test_a_run_started_from_the_shell_is_delivered_by_the_daemon(tmp_path, definitions_dir, storage, dagster_home,
-                                                                  sink, instance):
+DAEMON_TEST = "test_a_run_started_from_the_shell_is_delivered_by_the_daemon"
+
+
+@dataclass
+class DaemonPlace:
+    base: Path
+    home: Path
+    env: dict[str, str]
+    sink: Sink
+    daemon: subprocess.Popen
+
+    @property
+    def log(self) -> Path:
+        return self.base / "daemon.log"
+
+    def stop(self) -> None:
+        if self.daemon.poll() is None:
+            os.killpg(self.daemon.pid, signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.daemon.pid, signal.SIGKILL)
+                self.daemon.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def daemon_place(request, tmp_path_factory):
+    """For the daemon test, when it is selected: `dagster-daemon run` over a DAGSTER_HOME, storage and
+    definitions folder of its own (the blobs, with a webhook to a sink of its own), started when the
+    module starts so that it boots, and its sensor ticks, while the other tests run."""
+    if not any(item.originalname == DAEMON_TEST and item.module is request.module for item in request.session.items):
+        yield None
+        return
+    base = tmp_path_factory.mktemp("daemon")
+    home, folder, root = base / "dagster_home", base / "clusters", base / "storage"
+    for path in (home, folder, root):
+        path.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_blobs(Storage(str(root)))
+    with Sink() as sink:
+        write_definition(folder, definition(webhooks=[{"url": f"{sink.url}/hook", "secret_env": "HOOK_SECRET"}]))
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")}
+        env.update(DAGSTER_HOME=str(home), CLUSTER_ASSETS_STORAGE=str(root), CLUSTER_ASSETS_DEFINITIONS_DIR=str(folder),
+                   HOOK_SECRET=WHSEC, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+        with (base / "daemon.log").open("w") as log:
+            daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                                      cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            place = DaemonPlace(base, home, env, sink, daemon)
+            try:
+                yield place
+            finally:
+                place.stop()
+
+
+def test_a_run_started_from_the_shell_is_delivered_by_the_daemon(daemon_place):
     """The real thing: `dagster-daemon run` ticks the sensor; `cluster-assets run` (the full run) runs the group."""
-    write_blobs(storage)
-    write_definition(definitions_dir, definition(webhooks=[{"url": f"{sink.url}/hook", "secret_env": "HOOK_SECRET"}]))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    env.update(HOOK_SECRET=WHSEC, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        # the sensor runs before the shell run ends, as when a user runs the README's command beside `dagster dev`
-        wait_for(lambda: sensor_ticks(instance), 120, tmp_path / "daemon.log")
-        done = subprocess.run([str(BIN / "cluster-assets"), "run", "blobs"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        [run] = instance.get_runs()
-        assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert run.remote_job_origin is None  # what Dagster's run status sensors skip
-        wait_for(lambda: sink.received, 120, tmp_path / "daemon.log")
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
+    place, sink = daemon_place, daemon_place.sink
+    with dg.DagsterInstance.from_config(str(place.home)) as instance:
         try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        log.close()
+            # the sensor runs before the shell run ends, as when a user runs the README's command beside `dagster dev`
+            wait_for(lambda: sensor_ticks(instance), 120, place.log)
+            done = subprocess.run([str(BIN / "cluster-assets"), "run", "blobs"], cwd=place.base, env=place.env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            [run] = instance.get_runs()
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.remote_job_origin is None  # what Dagster's run status sensors skip
+            wait_for(lambda: sink.received, 120, place.log)
+        finally:
+            place.stop()
     [request] = sink.received
     body = verify(WHSEC, request["headers"], request["body"])
     assert body["run_id"] == run.run_id and body["event"] == "success" and body["trigger"] == "manual"
