@@ -48,12 +48,31 @@ def sync_partitions(instance: dg.DagsterInstance, storage: Storage, spec: Cluste
     added = [k for k in keys if k not in set(known)]
     removed = [k for k in known if k not in set(keys)]
     if added:
-        instance.add_dynamic_partitions(name, added)
+        add_partitions(instance, name, added)
     for key in removed:
         instance.delete_dynamic_partition(name, key)
     if removed:
         remove_outputs(storage, spec, removed)
     return instance.get_dynamic_partitions(name), added, removed
+
+
+def add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str], attempts: int = 5) -> None:
+    """Register ``keys`` even while another process registers some of them: Dagster reads which keys exist and
+    then inserts the rest, so two runs started at once over the same new files can both insert one key and
+    the second fails on the table's unique index. Re-read and add what is still missing."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(attempts):
+        try:
+            instance.add_dynamic_partitions(name, keys)
+            return
+        except IntegrityError:
+            known = set(instance.get_dynamic_partitions(name))
+            keys = [k for k in keys if k not in known]
+            if not keys:
+                return
+            if attempt == attempts - 1:
+                raise
 
 
 def range_tags(keys: list[str]) -> dict[str, str]:

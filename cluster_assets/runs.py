@@ -61,7 +61,7 @@ def launch_tick(defs: dg.Definitions, instance: dg.DagsterInstance, tick) -> lis
     requests, then execute each of its run requests (the bench and the tests, without a daemon)."""
     for request in getattr(tick, "dynamic_partitions_requests", None) or []:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            partitions.add_partitions(instance, request.partitions_def_name, list(request.partition_keys))
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)

@@ -132,3 +132,38 @@ def test_a_bad_new_file_fails_its_run_naming_it_and_a_retry_finishes(definitions
     fit = layout.read_current(storage, spec).fit_id
     assert {e.materialization.metadata["cluster_assets/fit_id"].value
             for e in retried.get_asset_materialization_events()} == {fit}
+
+
+class OtherRunWinsTheRace:
+    """A real SQLite instance, where another process registers the first new file between Dagster's check of
+    which keys exist and its insert (two runs started at once over the same new files)."""
+
+    def __init__(self, real: dg.DagsterInstance):
+        self.real, self.raced = real, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def add_dynamic_partitions(self, name, keys):
+        if not self.raced:
+            from dagster._core.storage.event_log.schema import DynamicPartitionsTable
+
+            self.raced = True
+            self.real.add_dynamic_partitions(name, keys[:1])  # the other run's registration
+            with self.real.event_log_storage.index_connection() as conn:  # Dagster's insert, after its check
+                conn.execute(DynamicPartitionsTable.insert(), [{"partitions_def_name": name, "partition": keys[0]}])
+        return self.real.add_dynamic_partitions(name, keys)
+
+
+def test_files_another_run_registers_at_the_same_moment_are_not_an_error(tmp_path):
+    from sqlalchemy.exc import IntegrityError
+
+    from cluster_assets.partitions import add_partitions
+
+    (tmp_path / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    keys = [f"points/part-{i}.parquet" for i in range(3)]
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        with pytest.raises(IntegrityError):  # what the second `cluster-assets run` died of
+            OtherRunWinsTheRace(instance).add_dynamic_partitions("race__files", keys)
+        add_partitions(OtherRunWinsTheRace(instance), "blobs__files", keys)
+        assert instance.get_dynamic_partitions("blobs__files") == keys
