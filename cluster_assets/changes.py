@@ -20,6 +20,7 @@ import numpy as np
 from cluster_assets import partitions
 from cluster_assets.quality import ClusterStats
 from cluster_assets.spec import ClusterDefinition
+from cluster_assets.spec.versions import fit_version, whole_version
 from cluster_assets.stages import layout
 from cluster_assets.stages.assign import SOURCE_META
 from cluster_assets.stages.sample import source_files
@@ -147,7 +148,7 @@ class Snapshot:
     """What a tick sees from listings alone: the source files (size, mtime), the registered partitions,
     the current fit and the files assigned in it."""
 
-    code_version: str  # the definition's fit version (``factory.fit_version``)
+    fit_version: str  # ``spec.versions.fit_version``
     files: dict[str, dict]
     known: list[str]
     current: layout.CurrentFit | None
@@ -156,27 +157,21 @@ class Snapshot:
     @property
     def digest(self) -> str:
         fit = [self.current.fit_id, self.current.partitions] if self.current else None
-        return _digest([self.code_version, self.files, self.known, fit, sorted(self.assigned)])
+        return _digest([self.fit_version, self.files, self.known, fit, sorted(self.assigned)])
 
 
-def snapshot(instance, storage: Storage, spec: ClusterDefinition, code_version: str) -> Snapshot:
+def snapshot(instance, storage: Storage, spec: ClusterDefinition) -> Snapshot:
     files = source_files(storage, spec)
     for key in files:
         partitions.check_partition_key(key)
     known = instance.get_dynamic_partitions(partitions.partitions_name(spec))
     current = layout.read_current(storage, spec)
     assigned = assigned_files(storage, spec, current.fit_id) if current else set()
-    return Snapshot(code_version, files, known, current, assigned)
-
-
-def _whole_version(spec: ClusterDefinition) -> str:
-    """The version fits recorded before ``fit_version``: the whole definition but its retention."""
-    body = spec.model_dump(mode="json", exclude={"retention"})
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+    return Snapshot(fit_version(spec), files, known, current, assigned)
 
 
 def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> FileChanges:
-    files, known, current, code_version = seen.files, seen.known, seen.current, seen.code_version
+    files, known, current = seen.files, seen.known, seen.current
     known_set = set(known)
     changes = FileChanges(files=files, known=known, new_files=[f for f in files if f not in known_set],
                           gone_files=[k for k in known if k not in files])
@@ -189,7 +184,7 @@ def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> F
     fit_record = json.loads(storage.read_bytes(*fit_parts)) if storage.exists(*fit_parts) else {}
     # a fit recorded before fit versions existed is compared on its whole definition's version
     fitted_with = fit_record.get("fit_version") or fit_record.get("code_version")
-    expected = code_version if "fit_version" in fit_record else _whole_version(spec)  # fits from before 2026-11-26
+    expected = seen.fit_version if "fit_version" in fit_record else whole_version(spec)
     if fitted_with and fitted_with != expected:
         changes.refit_reason = "a field the fit follows changed since the fit"
         changes.new_documents = sum(file_rows(storage, f) for f in files)

@@ -17,6 +17,7 @@ from cluster_assets import checks, enrich_runs, lineage, partitions
 from cluster_assets.enrich_runs import EnrichConfig
 from cluster_assets.profiling import peak_rss
 from cluster_assets.spec import ClusterDefinition, LoadedDefinition
+from cluster_assets.spec.versions import code_version
 from cluster_assets.stages import STAGES, Stage, StageResult, layout
 from cluster_assets.storage import Storage
 
@@ -171,35 +172,6 @@ def previous_enrichment_targets(context: dg.AssetExecutionContext) -> set[str]:
 
 def pool_name(spec: ClusterDefinition) -> str:
     return f"cluster_assets/{spec.group_name}"
-
-
-# Fields that never change what a run writes: editing them marks nothing stale.
-NOT_IN_OUTPUTS = {"description", "metadata", "triggers", "webhooks", "retention"}
-# Fields that change the fit, the per-file outputs or the enriched columns: editing them makes the event
-# sensor refit (a new file assigned by the old fit would not match the files a new fit writes). Labeling and
-# the check thresholds are not among them: new files take the labels the fit already has.
-FIT_FIELDS = {"source_collection_ids", "feature_addresses", "algorithm", "algorithm_config", "dimension_reduction",
-              "hierarchical", "hierarchy", "sample_size", "cluster_space", "outliers", "normalize", "enrichment",
-              "taxonomy"}
-
-
-def _digest(spec: ClusterDefinition, **fields) -> str:
-    import hashlib
-
-    body = spec.model_dump(mode="json", **fields)
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def code_version(spec: ClusterDefinition) -> str:
-    """Dagster's code version of every asset of the definition: changes when a field that changes what a run
-    writes changes, so the UI flags assets built from an older definition (a new description, trigger,
-    webhook or retention policy does not)."""
-    return _digest(spec, exclude=NOT_IN_OUTPUTS)
-
-
-def fit_version(spec: ClusterDefinition) -> str:
-    """Changes when a field the fit or the per-file outputs follow changes: what makes the event sensor refit."""
-    return _digest(spec, include=FIT_FIELDS)
 
 
 def taxonomy_key(name: str) -> dg.AssetKey:

@@ -12,7 +12,7 @@
   their per-file stages (assignments, reduced_coords, enriched_collection) with the
   current fit: no refit, no rewrite of the files already done. Gone files lose their
   partition and their enriched file. It requests a full run (a refit) instead when
-  there is no complete fit yet, a field the fit follows changed since the fit (``factory.fit_version``:
+  there is no complete fit yet, a field the fit follows changed since the fit (``spec.versions.fit_version``:
   not the description, triggers, webhooks, labeling or checks),
   or the files assigned since the fit drifted from it (``changes.new_files_drift``: their
   cohesion or noise share against the fit's own, thresholds in ``checks``).
@@ -196,11 +196,8 @@ def full_run_request(instance: dg.DagsterInstance, storage, spec: ClusterDefinit
 
 def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDefinition, trigger: EventTrigger,
                    name: str, tags: dict[str, str]):
-    from cluster_assets.factory import fit_version
-
-    version = fit_version(spec)
     try:
-        seen = snapshot(context.instance, storage, spec, version)
+        seen = snapshot(context.instance, storage, spec)
         # the cursor holds the snapshot of the last tick that found nothing to do: if nothing listed has
         # changed since, skip without opening a file (10,000 assignments footers are 10,000 reads on S3)
         if context.cursor == seen.digest:
@@ -222,7 +219,7 @@ def evaluate_event(context: dg.SensorEvaluationContext, storage, spec: ClusterDe
         # No complete fit, or one made from another version of the definition: a full run refits.
         context.log.info(f"{name}: {changes.refit_reason}: requesting a full run")
         keys = [k for k in changes.known if k in changes.files] + changes.new_files
-        request = dg.RunRequest(run_key=f"{name}:refit:{version}:{changes.fit_id}:{changes.listing_digest}",
+        request = dg.RunRequest(run_key=f"{name}:refit:{seen.fit_version}:{changes.fit_id}:{changes.listing_digest}",
                                 asset_selection=stage_keys(spec),
                                 tags={**counted, **partitions.range_tags(keys), TAG_REFIT_REASON: changes.refit_reason})
         return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=add + _forget(

@@ -129,7 +129,7 @@ def test_prune_and_upgrade_on_s3(moto_s3):
 
 
 def test_a_retention_policy_is_no_change_of_the_definition_s_code_version():
-    from cluster_assets.factory import code_version
+    from cluster_assets.spec.versions import code_version
     from cluster_assets.spec import ClusterDefinition
 
     plain = ClusterDefinition.model_validate(definition())

@@ -18,6 +18,7 @@ from cluster_assets import algorithms
 from cluster_assets.algorithms import ClusterModel
 from cluster_assets.reduction import MapReducer
 from cluster_assets.spec import ClusterDefinition, DimensionReduction
+from cluster_assets.spec.versions import fit_version
 from cluster_assets.stages import layout
 from cluster_assets.stages.context import LineageError, StageContext
 from cluster_assets.stages.embed import read_sample_matrix
@@ -194,8 +195,6 @@ def run_model(ctx: StageContext) -> StageResult:
         fit = Fit(fit_id, sample_id, model, reducer, remap(own_labels, id_map), id_map, ctx.code_version,
                   space, outliers)
         uri = storage.write_bytes(pickle.dumps(fit), *layout.fit_parts(spec, fit_id, layout.MODEL))
-        from cluster_assets.factory import fit_version
-
         storage.write_bytes(json.dumps({"fit_id": fit_id, "sample_id": sample_id, "code_version": ctx.code_version,
                                         "fit_version": fit_version(spec), "algorithm": spec.algorithm}).encode(),
                             *layout.fit_parts(spec, fit_id, layout.FIT))
