@@ -202,7 +202,7 @@ def test_every_algorithm_through_one_code_location_and_dagster_runs(names, stora
     from cluster_assets.spec import load_definitions
     from cluster_assets_tests.conftest import write_definition
 
-    table = digits_table().slice(0, 900)
+    table = digits_table().slice(0, 600)
     storage.write_collection("digits", table.schema, [table])
     for name in names:
         write_definition(definitions_dir, {
