@@ -61,6 +61,9 @@ class AlgorithmInfo:
     derive: Callable[[np.ndarray, dict], dict] | None = None
     # the space it clusters in when the definition has no ``cluster_space``: umap | pca | none
     cluster_space: str = "none"
+    # the estimator's parameter names without importing it, for estimators whose import is costly and which
+    # declare no scikit-learn constraints (their values are checked when they fit); None = its signature
+    param_names: Callable[[], tuple[str, ...]] | None = None
     why: str = ""  # why the defaults are what they are (the README's algorithm table)
 
 
@@ -87,6 +90,29 @@ def _evoc() -> type:
     import evoc
 
     return evoc.EVoC
+
+
+def _init_params_in_source(package: str, module_file: str, class_name: str) -> Callable[[], tuple[str, ...]]:
+    """The parameters of ``class_name.__init__`` read from the package's source, not imported: importing EVoC
+    compiles its numba kernels (minutes on a fresh install, 5 s a process after), and a code location that
+    validates an EVoC definition must not pay that on every load."""
+
+    def names() -> tuple[str, ...]:
+        import ast
+        import importlib.util
+        import os
+
+        found = importlib.util.find_spec(package)  # a top-level package: found without running its __init__
+        if found is None or not found.submodule_search_locations:
+            raise AlgorithmConfigError("algorithm", f"package {package!r} is not installed")
+        path = os.path.join(list(found.submodule_search_locations)[0], module_file)
+        with open(path, encoding="utf-8") as source:
+            tree = ast.parse(source.read(), path)
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+        init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        return tuple(a.arg for a in init.args.args + init.args.kwonlyargs if a.arg != "self")
+
+    return names
 
 
 def _estimator_predict(model: "ClusterModel", X: np.ndarray) -> np.ndarray:
@@ -255,6 +281,7 @@ REGISTRY: dict[str, AlgorithmInfo] = {
     "evoc": AlgorithmInfo(
         "evoc", _evoc, "approx_n_clusters", {"random_state": 0}, 50_000,
         hierarchical_count_param="base_n_clusters", fit_labels=_evoc_labels, tree=_evoc_tree,
+        param_names=_init_params_in_source("evoc", "clustering.py", "EVoC"),
         why="EVoC's defaults on the raw embeddings (it builds its own neighbour graph and node embedding); "
             "seeded (its random_state defaults to None); num_clusters maps to approx_n_clusters, or to "
             "base_n_clusters with hierarchical: true so its layers form the tree",
@@ -272,8 +299,11 @@ def count_param(algorithm: str, hierarchical: bool = False) -> str | None:
 
 @cache
 def valid_params(algorithm: str, hierarchical: bool = False) -> tuple[str, ...]:
-    cls = REGISTRY[algorithm].load()
-    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    info = REGISTRY[algorithm]
+    if info.param_names is not None:
+        names = list(info.param_names())
+    else:
+        names = [p for p in inspect.signature(info.load().__init__).parameters if p not in ("self", "args", "kwargs")]
     if count_param(algorithm, hierarchical):
         names.append("num_clusters")
     return tuple(sorted(names))
@@ -305,8 +335,11 @@ def estimator_params(algorithm: str, config: dict[str, Any], hierarchical: bool 
 def check_config(algorithm: str, config: dict[str, Any], hierarchical: bool = False) -> None:
     """Validate keys and, where scikit-learn declares constraints, values, without fitting."""
     params = estimator_params(algorithm, config, hierarchical)
-    estimator = REGISTRY[algorithm].load()(**params)
     counted = count_param(algorithm, hierarchical)
+    if REGISTRY[algorithm].param_names is not None:  # no constraints to read: keys checked, values at fit
+        _refuse_booleans(counted, config, {})
+        return
+    estimator = REGISTRY[algorithm].load()(**params)
     _refuse_booleans(counted, config, getattr(estimator, "_parameter_constraints", {}))
     validate = getattr(estimator, "_validate_params", None)
     if validate is None or not hasattr(estimator, "_parameter_constraints"):

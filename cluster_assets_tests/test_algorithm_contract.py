@@ -3,7 +3,10 @@ fit-level options: the cluster space, outlier reassignment, EVoC's layers as the
 
 from __future__ import annotations
 
+import inspect
 import pickle
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -37,6 +40,8 @@ def test_registry_entry_contract(name, blobs):
     info = REGISTRY[name]
     assert name in algorithms.ALGORITHMS and info.name == name and info.why
     algorithms.check_config(name, {})  # its defaults are valid for its estimator
+    if info.param_names:  # parameters read from the source agree with the imported estimator's
+        assert set(info.param_names()) == set(inspect.signature(info.load().__init__).parameters) - {"self"}
     config = {"num_clusters": 3} if info.count_param else {}
     params = algorithms.estimator_params(name, config)
     # in the space the algorithm clusters in by default, as the model stage fits it
@@ -67,6 +72,22 @@ def test_registry_entry_contract(name, blobs):
         assert Z is None or is_valid_linkage(Z), source
     # the README's algorithm table gives its defaults and why
     assert re.search(rf"^\| `{name}` \|", README.read_text(), re.M), f"{name} missing from the README's table"
+
+
+def test_validating_an_evoc_definition_imports_no_evoc():
+    """EVoC's import compiles numba kernels (minutes on a fresh install): loading and validating a definition
+    that names it must not import it; only its fit does."""
+    code = ("import sys\nfrom cluster_assets.spec import parse_definition\n"
+            "parse_definition({'cluster_name': 'e', 'source_collection_ids': ['c'], 'feature_addresses': ['v'], "
+            "'algorithm': 'evoc', 'algorithm_config': {'num_clusters': 5, 'noise_level': 0.3}})\n"
+            "try:\n    parse_definition({'cluster_name': 'e', 'source_collection_ids': ['c'], "
+            "'feature_addresses': ['v'], 'algorithm': 'evoc', 'algorithm_config': {'noise': 0.3}})\n"
+            "except ValueError as exc:\n    print('refused:', exc)\n"
+            "print('evoc imported:', 'evoc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "refused:" in out and "unknown parameter 'noise' for evoc" in out, out
+    assert "evoc imported: False" in out, out
 
 
 def test_names_are_not_branched_on_outside_the_registry():
