@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import wave
 
 import numpy as np
 import pytest
@@ -14,37 +13,12 @@ from cluster_assets.keywords import ClusterLabel
 from cluster_assets.labeling import ClusterEvidence, choose_labeler
 from cluster_assets.labeling.providers import MODALITIES, PROVIDERS
 from cluster_assets.spec import parse_definition
+from cluster_assets_tests.media import write_tone, write_video
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
     KEY, anthropic_server, definition, no_llm_environment, openai_server, user_content,
 )
 
 pytestmark = pytest.mark.usefixtures("no_llm_environment")
-
-
-def write_video(path, frames: int = 12, size: int = 32) -> str:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=6)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.full((size, size, 3), i * 20, dtype=np.uint8)
-            for packet in stream.encode(__import__("av").VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
-
-
-def write_tone(path, seconds: float = 0.2, rate: int = 8000) -> str:
-    samples = (np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate) * 20000).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.tobytes())
-    return str(path)
 
 
 def media_evidence(url: str) -> list[ClusterEvidence]:

@@ -15,7 +15,7 @@ from cluster_assets_tests.conftest import materialize_group, write_definition
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
     KEY, no_llm_environment, openai_server, user_content, user_text,
 )
-from cluster_assets_tests.test_labeling_media import write_tone, write_video
+from cluster_assets_tests.media import write_tone, write_video
 
 pytestmark = pytest.mark.usefixtures("no_llm_environment")
 PER_CLUSTER = 8
