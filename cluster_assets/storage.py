@@ -253,6 +253,15 @@ class Storage:
             raise CollectionError(f"collection {collection_id!r}: {file_name!r} is not a Parquet file of it")
         return self.path("collections", collection_id, file_name)
 
+    def file_fingerprint(self, info: pafs.FileInfo) -> dict:
+        """A file's size and modification time as the change checks compare them. On S3 the time is kept to
+        the second: the collection's listing gives it and a HEAD of one file gives it again, and some
+        S3-compatible stores list milliseconds where HEAD answers in whole seconds."""
+        mtime = info.mtime_ns or 0
+        if self.scheme == "s3://":
+            mtime -= mtime % 1_000_000_000
+        return {"size": info.size, "mtime_ns": mtime}
+
     def file_info(self, collection_id: str, file_name: str) -> pafs.FileInfo:
         info = self.fs.get_file_info(self.file_path(collection_id, file_name))
         if info.type != pafs.FileType.File:
@@ -296,11 +305,6 @@ class Storage:
             return ds.dataset(files, format="parquet", filesystem=self.fs)
         except (pa.ArrowInvalid, OSError) as exc:
             raise CollectionError(f"collection {collection_id!r} cannot be read: {exc}") from None
-
-    def collection_fingerprint(self, collection_id: str) -> str:
-        """Changes whenever a file of the collection is added, removed or rewritten."""
-        infos = self.fs.get_file_info(self.collection_files(collection_id))
-        return ";".join(f"{posixpath.basename(i.path)}:{i.size}:{i.mtime_ns}" for i in infos)
 
     def iter_collection(self, collection_id: str, columns: list[str] | None = None,
                         batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:

@@ -29,8 +29,7 @@ SOURCE_META = b"cluster_assets.source_file"
 
 
 def file_fingerprint(storage: Storage, partition: str) -> dict:
-    info = storage.file_info(*layout.split_partition(partition))
-    return {"size": info.size, "mtime_ns": info.mtime_ns}
+    return storage.file_fingerprint(storage.file_info(*layout.split_partition(partition)))
 
 
 def check_unchanged(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str) -> dict:

@@ -23,8 +23,7 @@ def source_files(storage: Storage, spec: ClusterDefinition) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for cid in spec.source_collection_ids:
         for info in storage.collection_file_infos(cid):
-            out[layout.partition_key(cid, posixpath.basename(info.path))] = {
-                "size": info.size, "mtime_ns": info.mtime_ns}
+            out[layout.partition_key(cid, posixpath.basename(info.path))] = storage.file_fingerprint(info)
     return out
 
 
