@@ -106,10 +106,14 @@ def _init_params_in_source(package: str, module_file: str, class_name: str) -> C
         if found is None or not found.submodule_search_locations:
             raise AlgorithmConfigError("algorithm", f"package {package!r} is not installed")
         path = os.path.join(list(found.submodule_search_locations)[0], module_file)
-        with open(path, encoding="utf-8") as source:
-            tree = ast.parse(source.read(), path)
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
-        init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        try:
+            with open(path, encoding="utf-8") as source:
+                tree = ast.parse(source.read(), path)
+            cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+            init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        except (OSError, SyntaxError, StopIteration):  # another layout in another release: import it after all
+            cls = getattr(importlib.import_module(package), class_name)
+            return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs"))
         return tuple(a.arg for a in init.args.args + init.args.kwonlyargs if a.arg != "self")
 
     return names
