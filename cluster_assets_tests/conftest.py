@@ -60,6 +60,17 @@ def storage(storage_root) -> Storage:
     return Storage(storage_root)
 
 
+@pytest.fixture(scope="module")
+def digits_storage(tmp_path_factory) -> Storage:
+    """scikit-learn's digits as the collection ``digits``, once per module (read-only for its tests)."""
+    from cluster_assets.demo import digits_table
+
+    storage = Storage(tmp_path_factory.mktemp("digits") / "storage")
+    table = digits_table()
+    storage.write_collection("digits", table.schema, [table])
+    return storage
+
+
 @pytest.fixture
 def demo_storage(storage) -> Storage:
     write_demo_collections(storage)

@@ -17,12 +17,10 @@ from sklearn.datasets import load_digits
 
 from cluster_assets import algorithms, checks, hierarchy, stages
 from cluster_assets.algorithms import REGISTRY, ClusterModel
-from cluster_assets.demo import digits_table
 from cluster_assets.spec import parse_definition
 from cluster_assets.stages import layout
 from cluster_assets.stages.model import fit_space, load_fit
 from cluster_assets.stages.outputs import read_output
-from cluster_assets.storage import Storage
 from cluster_assets_tests.conftest import algorithm_params
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -98,14 +96,6 @@ def test_names_are_not_branched_on_outside_the_registry():
 
 
 # --- the fit-level options on digits ----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def digits_storage(tmp_path_factory) -> Storage:
-    storage = Storage(tmp_path_factory.mktemp("contract") / "storage")
-    table = digits_table()
-    storage.write_collection("digits", table.schema, [table])
-    return storage
-
 
 def digits_definition(name: str, **extra):
     return parse_definition({

@@ -40,14 +40,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits_storage(tmp_path_factory) -> Storage:
-    storage = Storage(tmp_path_factory.mktemp("algorithms") / "storage")
-    table = digits_table()
-    storage.write_collection("digits", table.schema, [table])
-    return storage
-
-
 def definition(algorithm: str, config: dict, **extra):
     return parse_definition({
         "cluster_name": f"digits_{algorithm}",

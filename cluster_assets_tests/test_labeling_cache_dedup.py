@@ -21,6 +21,15 @@ def run(spec, storage, provider="openai", items=None):
     return choose_labeler(spec, {provider: KEY}, storage=storage).label(items or evidence(clusters=4))
 
 
+def dedup_run(server, storage, **options):
+    """Four clusters labelled by ``server`` with embedding dedup on; returns the outcome and cluster -> label."""
+    provider = "openai" if server.wire == "openai" else "anthropic"
+    spec = definition(provider=provider, base_url=server.base_url, labeling_inputs=text_mappings("title"),
+                      use_embedding_dedup=True, **options)
+    outcome = run(spec, storage, provider=provider)
+    return outcome, {l.cluster_id: l.label for l in outcome.labels}
+
+
 def test_a_second_run_within_the_ttl_makes_no_call(openai_server, storage):
     spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
                       response_shape={"tone": "formal | casual"})
@@ -86,10 +95,7 @@ def same_label_answers(body: dict) -> dict:
 
 def test_near_duplicate_labels_get_a_suffix_using_provider_embeddings(openai_server, storage):
     openai_server.answer = same_label_answers
-    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
-                      use_embedding_dedup=True, embedding_similarity_threshold=0.8, embedding_model="embed-fake")
-    outcome = run(spec, storage)
-    labels = {l.cluster_id: l.label for l in outcome.labels}
+    outcome, labels = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, embedding_model="embed-fake")
     # cluster 0 is the largest (count 40): it keeps the label; cluster 1 gets its own first keyword
     assert labels == {0: "Running shoes", 1: "Running Shoes! (kw1)", 2: "Coffee makers", 3: "Garden tools"}
     embedding_calls = openai_server.embeddings()
@@ -107,11 +113,9 @@ def test_near_duplicate_labels_get_a_suffix_using_provider_embeddings(openai_ser
 
 def test_anthropic_has_no_embedding_endpoint_so_dedup_is_local(anthropic_server, storage):
     anthropic_server.answer = same_label_answers
-    spec = definition(provider="anthropic", base_url=anthropic_server.base_url, labeling_inputs=text_mappings("title"),
-                      use_embedding_dedup=True, embedding_similarity_threshold=0.7)
-    outcome = run(spec, storage, provider="anthropic")
+    outcome, labels = dedup_run(anthropic_server, storage, embedding_similarity_threshold=0.7)
     assert outcome.metadata["dedup_method"] == "local_tfidf"
-    assert len({l.label for l in outcome.labels}) == 4
+    assert len(set(labels.values())) == 4
     assert all(r.path == "/v1/messages" for r in anthropic_server.requests)
 
 
@@ -164,16 +168,12 @@ def test_contrast_reasks_near_duplicates_with_their_neighbours_labels(openai_ser
         return same_label_answers(body)
 
     openai_server.answer = answers
-    spec = definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
-                      use_embedding_dedup=True, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
-    outcome = run(spec, storage)
-    labels = {l.cluster_id: l.label for l in outcome.labels}
+    outcome, labels = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
     assert labels == {0: "Running shoes", 1: "Trail running shoes 1", 2: "Coffee makers", 3: "Garden tools"}
     assert outcome.metadata["dedup_reasked"] == 1 and outcome.metadata["dedup_renamed_count"] == 0
     assert len(openai_server.completions()) == 5
 
-    merged = run(definition(base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
-                            use_embedding_dedup=True, dedup_strategy="merge", cache_ttl_seconds=0), storage)
+    merged, _ = dedup_run(openai_server, storage, dedup_strategy="merge", cache_ttl_seconds=0)
     by_id = {l.cluster_id: l for l in merged.labels}
     assert by_id[1].label == by_id[0].label == "Running shoes"
     assert by_id[0].extra["merged_with"] == [1] and by_id[2].extra["merged_with"] == []
