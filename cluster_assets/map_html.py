@@ -92,20 +92,18 @@ def render_html(data: MapData) -> str:
     return TEMPLATE.replace("__TITLE__", html.escape(data.title)).replace("__DATA__", _script_json(payload))
 
 
-def map_data(members: pa.Table, clusters: list[ClusterInfo], texts: list[dict], title: str,
-             max_points: int = MAX_POINTS, seed: int = 0, snippet_chars: int = SNIPPET_CHARS) -> MapData:
-    """A map's data from its members (document_id, cluster_id, x, y[, z]), its clusters and each member's
-    payload (``texts``, row by row), at most ``max_points`` of them drawn."""
-    total = members.num_rows
-    rows = sample_rows(total, max_points, seed)
-    members = members.take(pa.array(rows))
-    axes = [a for a in ("x", "y", "z") if a in members.column_names]
-    coords = np.column_stack([members.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
-    labels = members.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
-    ids = members.column("document_id").to_pylist()
+def map_data(shown: pa.Table, clusters: list[ClusterInfo], texts: list[dict], title: str, total_points: int,
+             snippet_chars: int = SNIPPET_CHARS) -> MapData:
+    """A map's data from the members drawn (``shown``: document_id, cluster_id, x, y[, z], at most
+    ``MAX_POINTS`` of the run's ``total_points``, see ``sample_rows``), its clusters and each drawn member's
+    payload (``texts``, row by row)."""
+    total = total_points
+    axes = [a for a in ("x", "y", "z") if a in shown.column_names]
+    coords = np.column_stack([shown.column(a).to_numpy(zero_copy_only=False) for a in axes]).astype(np.float32)
+    labels = shown.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int32)
+    ids = shown.column("document_id").to_pylist()
     snippets = []
-    for r in rows:
-        row = texts[r] if r < len(texts) else {}
+    for row in texts:
         text = " ".join(t for t in (text_of(v) for k, v in row.items() if k != "document_id") if t)
         snippets.append(" ".join(text.split())[:snippet_chars])
     return MapData(ids, coords, labels, snippets, clusters, title=title, total_points=total)

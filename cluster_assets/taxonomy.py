@@ -250,9 +250,9 @@ def promote(storage, cluster_name: str, run_id: str, taxonomy: str, *, clusters:
     if previous_run_id and storage.exists("artifacts", cluster_name, previous_run_id, "members.parquet") \
             and storage.exists(*run, "members.parquet"):
         def members(*parts: str) -> pa.Table:
-            names = storage.parquet_file(*parts).schema_arrow.names
-            return storage.read_table(*parts, columns=[c for c in ("document_id", "cluster_id", "collection_id")
-                                                       if c in names])
+            parquet = storage.parquet_file(*parts)
+            names = parquet.schema_arrow.names
+            return parquet.read(columns=[c for c in ("document_id", "cluster_id", "collection_id") if c in names])
 
         changes = membership_changes(members("artifacts", cluster_name, previous_run_id, "members.parquet"),
                                      members(*run, "members.parquet"))

@@ -88,8 +88,7 @@ def run_map_data(storage, spec: ClusterDefinition, run_id: str, max_points: int 
         notes.append("this run has no labels yet: clusters are shown by number")
         clusters = map_html.numbered_clusters(members.column("cluster_id").to_numpy(zero_copy_only=False))
     texts = point_payloads(storage, spec, shown)
-    data = map_html.map_data(shown, clusters, texts, f"{spec.cluster_name} · run {run_id[:8]}", max_points)
-    data.total_points = members.num_rows
+    data = map_html.map_data(shown, clusters, texts, f"{spec.cluster_name} · run {run_id[:8]}", members.num_rows)
     data.notes.extend(notes)
     return data
 
