@@ -61,9 +61,10 @@ class AlgorithmInfo:
     derive: Callable[[np.ndarray, dict], dict] | None = None
     # the space it clusters in when the definition has no ``cluster_space``: umap | pca | none
     cluster_space: str = "none"
-    # the estimator's parameter names without importing it, for estimators whose import is costly and which
-    # declare no scikit-learn constraints (their values are checked when they fit); None = its signature
-    param_names: Callable[[], tuple[str, ...]] | None = None
+    # the estimator's parameters and their defaults without importing it, for estimators whose import is
+    # costly and which declare no scikit-learn constraints (their values are checked when they fit);
+    # None = its signature
+    param_defaults: Callable[[], dict[str, Any]] | None = None
     why: str = ""  # why the defaults are what they are (the README's algorithm table)
 
 
@@ -92,12 +93,12 @@ def _evoc() -> type:
     return evoc.EVoC
 
 
-def _init_params_in_source(package: str, module_file: str, class_name: str) -> Callable[[], tuple[str, ...]]:
-    """The parameters of ``class_name.__init__`` read from the package's source, not imported: importing EVoC
-    compiles its numba kernels (minutes on a fresh install, 5 s a process after), and a code location that
-    validates an EVoC definition must not pay that on every load."""
+def _init_params_in_source(package: str, module_file: str, class_name: str) -> Callable[[], dict[str, Any]]:
+    """The parameters of ``class_name.__init__`` and their defaults, read from the package's source, not
+    imported: importing EVoC compiles its numba kernels (minutes on a fresh install, 5 s a process after), and
+    a code location that validates an EVoC definition must not pay that on every load."""
 
-    def names() -> tuple[str, ...]:
+    def defaults() -> dict[str, Any]:
         import ast
         import importlib.util
         import os
@@ -111,12 +112,22 @@ def _init_params_in_source(package: str, module_file: str, class_name: str) -> C
                 tree = ast.parse(source.read(), path)
             cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
             init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-        except (OSError, SyntaxError, StopIteration):  # another layout in another release: import it after all
-            cls = getattr(importlib.import_module(package), class_name)
-            return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs"))
-        return tuple(a.arg for a in init.args.args + init.args.kwonlyargs if a.arg != "self")
+            positional = [a.arg for a in init.args.args if a.arg != "self"]
+            values = [None] * (len(positional) - len(init.args.defaults)) + list(init.args.defaults)
+            out = {name: ast.literal_eval(v) if v is not None else inspect.Parameter.empty
+                   for name, v in zip(positional, values)}
+            out.update({a.arg: ast.literal_eval(v) if v is not None else inspect.Parameter.empty
+                        for a, v in zip(init.args.kwonlyargs, init.args.kw_defaults)})
+            return out
+        except (OSError, SyntaxError, StopIteration, ValueError):  # another layout in another release: import it
+            return _signature_defaults(getattr(importlib.import_module(package), class_name))
 
-    return names
+    return defaults
+
+
+def _signature_defaults(cls: type) -> dict[str, Any]:
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("self", "args", "kwargs")}
 
 
 def _estimator_predict(model: "ClusterModel", X: np.ndarray) -> np.ndarray:
@@ -285,7 +296,7 @@ REGISTRY: dict[str, AlgorithmInfo] = {
     "evoc": AlgorithmInfo(
         "evoc", _evoc, "approx_n_clusters", {"random_state": 0}, 50_000,
         hierarchical_count_param="base_n_clusters", fit_labels=_evoc_labels, tree=_evoc_tree,
-        param_names=_init_params_in_source("evoc", "clustering.py", "EVoC"),
+        param_defaults=_init_params_in_source("evoc", "clustering.py", "EVoC"),
         why="EVoC's defaults on the raw embeddings (it builds its own neighbour graph and node embedding); "
             "seeded (its random_state defaults to None); num_clusters maps to approx_n_clusters, or to "
             "base_n_clusters with hierarchical: true so its layers form the tree",
@@ -302,12 +313,15 @@ def count_param(algorithm: str, hierarchical: bool = False) -> str | None:
 
 
 @cache
-def valid_params(algorithm: str, hierarchical: bool = False) -> tuple[str, ...]:
+def init_defaults(algorithm: str) -> dict[str, Any]:
+    """The estimator's parameters and their defaults (``inspect.Parameter.empty`` where none)."""
     info = REGISTRY[algorithm]
-    if info.param_names is not None:
-        names = list(info.param_names())
-    else:
-        names = [p for p in inspect.signature(info.load().__init__).parameters if p not in ("self", "args", "kwargs")]
+    return info.param_defaults() if info.param_defaults is not None else _signature_defaults(info.load())
+
+
+@cache
+def valid_params(algorithm: str, hierarchical: bool = False) -> tuple[str, ...]:
+    names = list(init_defaults(algorithm))
     if count_param(algorithm, hierarchical):
         names.append("num_clusters")
     return tuple(sorted(names))
@@ -340,7 +354,7 @@ def check_config(algorithm: str, config: dict[str, Any], hierarchical: bool = Fa
     """Validate keys and, where scikit-learn declares constraints, values, without fitting."""
     params = estimator_params(algorithm, config, hierarchical)
     counted = count_param(algorithm, hierarchical)
-    if REGISTRY[algorithm].param_names is not None:  # no constraints to read: keys checked, values at fit
+    if REGISTRY[algorithm].param_defaults is not None:  # no constraints to read: keys checked, values at fit
         _refuse_booleans(counted, config, {})
         return
     estimator = REGISTRY[algorithm].load()(**params)
@@ -400,7 +414,7 @@ def requested_clusters(algorithm: str, config: dict[str, Any], hierarchical: boo
     params = estimator_params(algorithm, config, hierarchical)
     value = params.get(counted)
     if value is None:
-        value = inspect.signature(REGISTRY[algorithm].load().__init__).parameters[counted].default
+        value = init_defaults(algorithm).get(counted)
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
 
 

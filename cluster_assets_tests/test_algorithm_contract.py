@@ -38,8 +38,9 @@ def test_registry_entry_contract(name, blobs):
     info = REGISTRY[name]
     assert name in algorithms.ALGORITHMS and info.name == name and info.why
     algorithms.check_config(name, {})  # its defaults are valid for its estimator
-    if info.param_names:  # parameters read from the source agree with the imported estimator's
-        assert set(info.param_names()) == set(inspect.signature(info.load().__init__).parameters) - {"self"}
+    if info.param_defaults:  # parameters and defaults read from the source agree with the imported estimator's
+        assert info.param_defaults() == {n: p.default for n, p in inspect.signature(info.load().__init__).parameters.items()
+                                         if n != "self"}
     config = {"num_clusters": 3} if info.count_param else {}
     params = algorithms.estimator_params(name, config)
     # in the space the algorithm clusters in by default, as the model stage fits it
@@ -78,6 +79,8 @@ def test_validating_an_evoc_definition_imports_no_evoc():
     code = ("import sys\nfrom cluster_assets.spec import parse_definition\n"
             "parse_definition({'cluster_name': 'e', 'source_collection_ids': ['c'], 'feature_addresses': ['v'], "
             "'algorithm': 'evoc', 'algorithm_config': {'num_clusters': 5, 'noise_level': 0.3}})\n"
+            "parse_definition({'cluster_name': 'e', 'source_collection_ids': ['c'], 'feature_addresses': ['v'], "
+            "'algorithm': 'evoc', 'sample_size': 100})\n"
             "try:\n    parse_definition({'cluster_name': 'e', 'source_collection_ids': ['c'], "
             "'feature_addresses': ['v'], 'algorithm': 'evoc', 'algorithm_config': {'noise': 0.3}})\n"
             "except ValueError as exc:\n    print('refused:', exc)\n"
