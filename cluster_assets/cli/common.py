@@ -52,3 +52,15 @@ def format_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+def failure_lines(events) -> list[str]:
+    """Why a run failed: each failed step's error, or, when no step failed (resources that could not start,
+    such as an unreachable Ray cluster), the errors of the run's own failure events."""
+    steps = [f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+             for e in events if e.is_step_failure and e.step_failure_data.error]
+    if steps:
+        return steps
+    errors = [e.event_specific_data.error.message.strip() for e in events
+              if (e.is_failure or e.is_resource_init_failure) and getattr(e.event_specific_data, "error", None)]
+    return list(dict.fromkeys(errors)) or ["the run failed without an error message: see its logs in the UI"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cluster_assets.cli.common import fail
+from cluster_assets.cli.common import fail, failure_lines
 
 
 @click.command("enrich")
@@ -67,7 +67,6 @@ def enrich_command(cluster: str, run_id: str | None, target: str | None, fields:
                       run_config=enrich_runs.run_config(spec, defs, config))
     click.echo(f"{spec.cluster_name}: enrich run {result.run_id} {'SUCCESS' if result.success else 'FAILURE'}")
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data.error:
-                click.echo(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", err=True)
+        for line in failure_lines(result.all_events):
+            click.echo(f"  {line}", err=True)
         raise SystemExit(1)

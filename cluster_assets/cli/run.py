@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cluster_assets.cli.common import fail
+from cluster_assets.cli.common import fail, failure_lines
 
 
 @click.command("run")
@@ -48,14 +48,3 @@ def run_command(cluster: str | None, run_all: bool) -> None:
     if failed:
         raise SystemExit(1)
 
-
-def failure_lines(events) -> list[str]:
-    """Why a run failed: each failed step's error, or, when no step failed (resources that could not start,
-    such as an unreachable Ray cluster), the errors of the run's own failure events."""
-    steps = [f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
-             for e in events if e.is_step_failure and e.step_failure_data.error]
-    if steps:
-        return steps
-    errors = [e.event_specific_data.error.message.strip() for e in events
-              if (e.is_failure or e.is_resource_init_failure) and getattr(e.event_specific_data, "error", None)]
-    return list(dict.fromkeys(errors)) or ["the run failed without an error message: see its logs in the UI"]
