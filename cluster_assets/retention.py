@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cache
 
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -96,13 +97,14 @@ def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Co
     runs = _entries(storage, cluster_name, "artifacts", "artifacts", cluster_name)
 
     keep: dict[tuple[str, str], str] = {}  # (kind, id) -> why
+    sample_of = cache(lambda fit_id: _sample_of(storage, cluster_name, fit_id))  # one fit.json read a fit
 
     def hold(kinds: tuple[str, ...], run_id: str | None, why: str) -> None:
         for kind in kinds:
             if run_id:
                 keep.setdefault((kind, run_id), why)
         if run_id and "fit" in kinds:
-            keep.setdefault(("sample", _sample_of(storage, cluster_name, run_id) or ""), why)
+            keep.setdefault(("sample", sample_of(run_id) or ""), why)
 
     current_parts = (*base, layout.CURRENT)
     if storage.exists(*current_parts):
@@ -112,7 +114,8 @@ def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Co
         hold(("fit", "artifacts"), current.get("previous_fit_id"), "previous fit (the drift check compares with it)")
     for run_id, name in taxonomy_runs(storage, cluster_name).items():
         hold(("fit", "artifacts"), run_id, f"promoted to taxonomy {name}")
-    for run_id in in_progress:
+    stored = {entry.id for entry in fits + samples + runs}
+    for run_id in set(in_progress) & stored:  # the instance's runs of other definitions have nothing here
         hold(("fit", "sample", "artifacts"), run_id, "run in progress")
     for rank, fit in enumerate(sorted(fits, key=lambda e: e.written, reverse=True)):
         if rank < policy.keep_fits:
@@ -124,7 +127,7 @@ def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Co
     # a kept fit keeps its sample (fits held above for their rank or age included)
     for fit in fits:
         if ("fit", fit.id) in keep:
-            keep.setdefault(("sample", _sample_of(storage, cluster_name, fit.id) or ""), f"sample of kept fit {fit.id}")
+            keep.setdefault(("sample", sample_of(fit.id) or ""), f"sample of kept fit {fit.id}")
 
     out = Plan(cluster_name)
     for entry in fits + samples + runs:
