@@ -57,8 +57,13 @@ def video_frames(data: bytes, count: int = FRAMES_PER_VIDEO, max_side: int = FRA
                 if picks is None or index in picks:
                     yield index, frame
 
+    def recorded_frames() -> int:  # the container's own count, 0 when it records none
+        with av.open(io.BytesIO(data)) as container:
+            return container.streams.video[0].frames if container.streams.video else 0
+
     try:
-        total = sum(1 for _ in frames_of(None))  # decoded, never kept: a long clip holds one frame at a time
+        # decode to count only when the container does not say: a long clip holds one frame at a time
+        total = recorded_frames() or sum(1 for _ in frames_of(None))
         if not total:
             raise MediaError("the video has no frames")
         picks = {round(i * (total - 1) / max(count - 1, 1)) for i in range(min(count, total))}
