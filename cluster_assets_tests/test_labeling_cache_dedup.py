@@ -172,6 +172,9 @@ def test_contrast_reasks_near_duplicates_with_their_neighbours_labels(openai_ser
     assert labels == {0: "Running shoes", 1: "Trail running shoes 1", 2: "Coffee makers", 3: "Garden tools"}
     assert outcome.metadata["dedup_reasked"] == 1 and outcome.metadata["dedup_renamed_count"] == 0
     assert len(openai_server.completions()) == 5
+    # the same run again: the labels and the contrasted answer all come from the cache
+    _, again = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    assert again == labels and len(openai_server.completions()) == 5
 
     merged, _ = dedup_run(openai_server, storage, dedup_strategy="merge", cache_ttl_seconds=0)
     by_id = {l.cluster_id: l for l in merged.labels}

@@ -345,7 +345,7 @@ class LLMLabeler:
                                    for j in duplicates[i])
             extra = Part(TEXT, prompt_templates.CONTRAST_PROMPT.substitute(neighbours=neighbours))
             contrasted = Prompt(prompt.system, (*prompt.parts, extra))
-            return self.ask(evidence[i], contrasted, self.key_for(contrasted))
+            return self.label_one(evidence[i], contrasted, True)  # a cached contrast answer is reused
 
         todo = sorted(duplicates)
         workers = max(1, min(self.config.max_concurrency, len(todo) or 1))
