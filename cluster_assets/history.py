@@ -210,11 +210,11 @@ def runs_of(instance: dg.DagsterInstance, cluster_name: str, group_name: str | N
     found: list[RunSummary] = []
     for record in instance.get_run_records(limit=scan, order_by="create_timestamp", ascending=False):
         run = record.dagster_run
+        if trigger is not None and trigger not in started_by(run):  # tags only: before any query
+            continue
         tagged = run.tags.get(TAG_DEFINITION) == cluster_name or (
             group_name is not None and run.tags.get(TAG_CLUSTER) == group_name)
         if not tagged and cluster_name not in clusters_of_run(instance, run):
-            continue
-        if trigger is not None and trigger not in started_by(run):
             continue
         found.append(summarize(instance, record, cluster_name))
         if len(found) >= limit:
