@@ -55,12 +55,14 @@ def test_the_shipped_production_instance_on_postgres_and_s3(production, definiti
     holds one step at a time across both, each run works in its own sample, the files' partitions are stored in
     PostgreSQL and the step logs land in S3. (One scenario: starting runs is what costs here.)"""
     from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
+
+    from cluster_assets.instance_storage import AtomicSlotPostgresEventLogStorage
 
     spec = spec_of(definitions_dir)
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.event_log_storage, AtomicSlotPostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 7200

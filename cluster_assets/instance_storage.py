@@ -1,0 +1,103 @@
+"""Dagster instance storage whose pool slots hold one step each, however many processes claim them.
+
+Dagster 1.13 claims a pool slot in two statements: select a free slot (``FOR UPDATE SKIP LOCKED``), then
+update that slot by id with no condition. SQLite ignores ``FOR UPDATE``, and Postgres's event log
+storage runs both statements in autocommit, so the lock is gone before the update. Two runs that claim
+the pool's one slot at the same instant both read it free and both win: two steps of one definition
+run at once (2 of 10 two-process trials on SQLite). Here the claim is one compare-and-set statement:
+the update only takes a slot that is still free, and a step that loses waits and claims again, as a
+step blocked by the pool does.
+
+Use it as the instance's storage (``storage: custom:`` in dagster.yaml); every other table and path is
+Dagster's own, so an existing instance's history stays where it is.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as db
+from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.schedules import SqliteScheduleStorage
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._utils.concurrency import ConcurrencySlotStatus
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+
+class AtomicSlotClaim:
+    """Mixin for a SQL event log storage: claim a pool slot with one compare-and-set update."""
+
+    def _claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str) -> ConcurrencySlotStatus:
+        slots = ConcurrencySlotsTable
+        free_slot = (
+            db.select(slots.c.id)
+            .where(slots.c.concurrency_key == concurrency_key, slots.c.step_key.is_(None),
+                   slots.c.deleted.is_(False))
+            .order_by(slots.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            claimed = conn.execute(
+                slots.update()
+                .values(run_id=run_id, step_key=step_key)
+                .where(slots.c.id == free_slot, slots.c.step_key.is_(None))
+            ).rowcount
+        return ConcurrencySlotStatus.CLAIMED if claimed else ConcurrencySlotStatus.BLOCKED
+
+
+class AtomicSlotSqliteEventLogStorage(AtomicSlotClaim, SqliteEventLogStorage):
+    pass
+
+
+class AtomicSlotPostgresEventLogStorage(AtomicSlotClaim, PostgresEventLogStorage):
+    pass
+
+
+class SqliteStorage(DagsterSqliteStorage):
+    """``storage: sqlite:`` with the atomic slot claim; same ``base_dir`` layout as Dagster's."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self.base_dir = base_dir
+        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = AtomicSlotSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class PostgresStorage(DagsterPostgresStorage):
+    """``storage: postgres:`` with the atomic slot claim; takes the same config."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None,
+                 token_provider=None):
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._event_log_storage = AtomicSlotPostgresEventLogStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._schedule_storage = PostgresScheduleStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider)
+        super(DagsterPostgresStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
+                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+                   token_provider=get_token_provider_from_config(config_value))

@@ -1,0 +1,79 @@
+"""The instance storage's pool-slot claim: when a second run claims the one slot between the statements of a
+first run's claim (two processes at the same instant), only one of them holds it. Dagster's own storage lets
+both win; this is why the shipped dagster.yaml files name cluster_assets.instance_storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as db
+import yaml
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._utils.concurrency import ConcurrencySlotStatus
+from sqlalchemy.engine import Engine
+
+from cluster_assets.instance_storage import AtomicSlotPostgresEventLogStorage, AtomicSlotSqliteEventLogStorage
+
+REPO = Path(__file__).resolve().parent.parent
+POOL = "cluster_assets/blobs"
+
+
+def claim_with_a_rival_in_between(first, second) -> dict[str, ConcurrencySlotStatus]:
+    """``first`` claims the pool's slot; just before it writes the slot row, ``second`` claims it in full."""
+    first.set_concurrency_slots(POOL, 1)
+    claims: dict[str, ConcurrencySlotStatus] = {}
+
+    def rival_claims_first(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE CONCURRENCY_SLOTS") and "run-2" not in claims:
+            claims["run-2"] = ConcurrencySlotStatus.BLOCKED  # its own update passes through here too
+            claims["run-2"] = second._claim_concurrency_slot(POOL, "run-2", "sample")
+
+    db.event.listen(Engine, "before_cursor_execute", rival_claims_first)
+    try:
+        claims["run-1"] = first._claim_concurrency_slot(POOL, "run-1", "sample")
+    finally:
+        db.event.remove(Engine, "before_cursor_execute", rival_claims_first)
+    return claims
+
+
+def slot_holders(storage) -> list[str]:
+    return [info.run_id for info in storage.get_concurrency_info(POOL).claimed_slots]
+
+
+def test_dagster_s_own_sqlite_claim_lets_both_runs_hold_the_one_slot(tmp_path):
+    """Why the project has its own storage. If Dagster fixes its claim, this fails: drop instance_storage."""
+    claims = claim_with_a_rival_in_between(SqliteEventLogStorage(str(tmp_path)), SqliteEventLogStorage(str(tmp_path)))
+    assert claims == {"run-1": ConcurrencySlotStatus.CLAIMED, "run-2": ConcurrencySlotStatus.CLAIMED}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_project_s_claim_gives_the_one_slot_to_one_run(backend, tmp_path, request):
+    if backend == "sqlite":
+        make = lambda: AtomicSlotSqliteEventLogStorage(str(tmp_path))  # noqa: E731
+    else:
+        pg = request.getfixturevalue("postgres_db")
+        url = f"postgresql+psycopg2://{pg['username']}@{pg['hostname']}:{pg['port']}/{pg['db_name']}"
+        make = lambda: AtomicSlotPostgresEventLogStorage(url)  # noqa: E731
+    first, second = make(), make()
+    claims = claim_with_a_rival_in_between(first, second)
+    assert claims == {"run-1": ConcurrencySlotStatus.BLOCKED, "run-2": ConcurrencySlotStatus.CLAIMED}
+    assert slot_holders(first) == ["run-2"]
+
+    first.free_concurrency_slot_for_step("run-2", "sample")  # the loser claims again once the slot is free
+    assert first._claim_concurrency_slot(POOL, "run-1", "sample") == ConcurrencySlotStatus.CLAIMED
+    assert slot_holders(second) == ["run-1"]
+
+
+@pytest.mark.parametrize("config, storage_class", [
+    ("dagster.yaml", "SqliteStorage"), ("deploy/dagster.yaml", "PostgresStorage")])
+def test_both_shipped_instances_use_the_project_s_storage(config, storage_class, tmp_path, monkeypatch):
+    storage = yaml.safe_load((REPO / config).read_text())["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == ("cluster_assets.instance_storage", storage_class)
+    if storage_class == "SqliteStorage":
+        monkeypatch.chdir(tmp_path)
+        with dg.DagsterInstance.from_config(str(REPO)) as instance:
+            assert isinstance(instance.event_log_storage, AtomicSlotSqliteEventLogStorage)
+            assert instance.event_log_storage.supports_global_concurrency_limits
+            assert (tmp_path / ".cluster_assets" / "dagster" / "history" / "runs.db").is_file()
