@@ -94,6 +94,31 @@ def test_a_refit_stages_the_new_files_and_switches_the_target_at_once(storage):
     assert layout.read_current(storage, spec).previous_fit_id == "fit-a"
 
 
+
+def test_a_map_redrawn_after_reducing_one_file_draws_every_file_in_the_png_and_the_html(storage):
+    """The run's members artifact holds the one file it reduced; its map (PNG and HTML alike) is the fit's."""
+    import re
+
+    from cluster_assets.stages.map import run_cluster_map
+    from cluster_assets.stages.reduce import run_reduced_coords
+
+    write_blobs(storage)
+    append_blobs(storage, "points", 30, start=1000)
+    spec = parse_definition(definition())
+    run_plain(storage, spec, "fit-a")
+    ctx = plain_context(storage, spec, "redraw")
+    ctx.sample_id = ctx.fit_id = "fit-a"
+    ctx.partitions = ctx.partitions[1:]
+    run_reduced_coords(ctx)
+    assert storage.read_table(*layout.artifact_parts(spec, "redraw", layout.MEMBERS_ARTIFACT)).num_rows == 30
+    drawn = run_cluster_map(ctx)
+    everyone = sum(storage.parquet_file(*storage.collection_parts("points"), Path(p).name).metadata.num_rows
+                   for p in ctx.all_partitions)
+    assert drawn.row_count == everyone > 30
+    page = storage.read_bytes(*layout.artifact_parts(spec, "redraw", layout.MAP_HTML_ARTIFACT)).decode()
+    data = json.loads(re.search(r'<script id="map-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert data["n"] == everyone
+
 # --- faults: bad files, retries ----------------------------------------------------------------
 
 def test_a_file_gone_between_listing_and_reading_is_named(storage):

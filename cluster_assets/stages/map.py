@@ -57,7 +57,8 @@ def draw_maps(storage, spec: ClusterDefinition, run_id: str, fit_id: str, member
     markdown, size = cluster_map.inline_markdown(coords, labels, names, title=title)
     result.markdown["map"] = markdown + (f"\n\n_{note}_" if note else "")
     result.metadata["map_labels_drawn"] = picture.labels_drawn
-    result.paths["map_html"] = write_run_map(storage, spec, run_id, clusters=clusters, notes=[note] if note else [])
+    result.paths["map_html"] = write_run_map(storage, spec, run_id, clusters=clusters, notes=[note] if note else [],
+                                             members=members)
     if note:
         result.warnings.append(f"map: {note}")
 
@@ -74,11 +75,11 @@ def current_clusters(storage, spec: ClusterDefinition, fit_id: str) -> tuple[lis
 
 
 def run_map_data(storage, spec: ClusterDefinition, run_id: str, max_points: int = map_html.MAX_POINTS,
-                 clusters: list[map_html.ClusterInfo] | None = None) -> map_html.MapData:
-    """One run's map: its members artifact, the labels of its centroids artifact (or ``clusters``),
-    and document snippets."""
-
-    members = storage.read_table(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
+                 clusters: list[map_html.ClusterInfo] | None = None, members: pa.Table | None = None) -> map_html.MapData:
+    """One run's map: ``members`` (by default its members artifact), the labels of its centroids artifact
+    (or ``clusters``), and document snippets."""
+    if members is None:
+        members = storage.read_table(*layout.artifact_parts(spec, run_id, layout.MEMBERS_ARTIFACT))
     shown = members.take(pa.array(map_html.sample_rows(members.num_rows, max_points)))
     notes: list[str] = []
     centroid_parts = layout.artifact_parts(spec, run_id, layout.CENTROIDS_ARTIFACT)
@@ -109,9 +110,10 @@ def point_payloads(storage, spec: ClusterDefinition, members: pa.Table) -> list[
 
 
 def write_run_map(storage, spec: ClusterDefinition, run_id: str, max_points: int = map_html.MAX_POINTS,
-                  clusters: list[map_html.ClusterInfo] | None = None, notes=()) -> str:
-    """Write ``artifacts/<cluster>/<run_id>/map.html`` and return its URI."""
-    data = run_map_data(storage, spec, run_id, max_points, clusters=clusters)
+                  clusters: list[map_html.ClusterInfo] | None = None, notes=(), members: pa.Table | None = None) -> str:
+    """Write ``artifacts/<cluster>/<run_id>/map.html`` (of ``members``, by default the run's members artifact)
+    and return its URI."""
+    data = run_map_data(storage, spec, run_id, max_points, clusters=clusters, members=members)
     data.notes.extend(notes)
     return storage.write_bytes(map_html.render_html(data).encode("utf-8"),
                                *layout.artifact_parts(spec, run_id, layout.MAP_HTML_ARTIFACT))
