@@ -6,7 +6,8 @@ storage runs both statements in autocommit, so the lock is gone before the updat
 the pool's one slot at the same instant both read it free and both win: two steps of one definition
 run at once (2 of 10 two-process trials on SQLite). Here the claim is one compare-and-set statement:
 the update only takes a slot that is still free, and a step that loses waits and claims again, as a
-step blocked by the pool does.
+step blocked by the pool does. On PostgreSQL, a pool's first use by two runs at once also failed one of
+their steps; its row is upserted here.
 
 Use it as the instance's storage (``storage: custom:`` in dagster.yaml); every other table and path is
 Dagster's own, so an existing instance's history stays where it is.
@@ -15,7 +16,8 @@ Dagster's own, so an existing instance's history stays where it is.
 from __future__ import annotations
 
 import sqlalchemy as db
-from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable, ConcurrencySlotsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -62,7 +64,23 @@ class AtomicSlotSqliteEventLogStorage(AtomicSlotClaim, SqliteEventLogStorage):
 
 
 class AtomicSlotPostgresEventLogStorage(AtomicSlotClaim, PostgresEventLogStorage):
-    pass
+    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
+        """Dagster's, with the pool's row upserted: Dagster inserts it and, when another run has just created
+        the pool, updates it after the failed insert, but on PostgreSQL the failed insert has aborted the
+        transaction, so the step failed (``InFailedSqlTransaction``) the first time two runs used a pool."""
+        default_limit = self._instance.global_op_concurrency_default_limit if self.has_instance else None
+        if default_limit is None or not (self.has_concurrency_limits_table and self.has_default_pool_limit_col):
+            return super().initialize_concurrency_limit_to_default(concurrency_key)
+        self._reconcile_concurrency_limits_from_slots()
+        limits = ConcurrencyLimitsTable
+        upsert = pg_insert(limits).values(concurrency_key=concurrency_key, limit=default_limit,
+                                          using_default_limit=True)
+        with self.index_transaction() as conn:  # the row's lock holds the slot count below to one writer
+            conn.execute(upsert.on_conflict_do_update(index_elements=[limits.c.concurrency_key],
+                                                      set_={"limit": default_limit},
+                                                      where=limits.c.limit != default_limit))
+            self._allocate_concurrency_slots(conn, concurrency_key, default_limit)
+        return True
 
 
 class SqliteStorage(DagsterSqliteStorage):

@@ -1,6 +1,7 @@
-"""The instance storage's pool-slot claim: when a second run claims the one slot between the statements of a
-first run's claim (two processes at the same instant), only one of them holds it. Dagster's own storage lets
-both win; this is why the shipped dagster.yaml files name cluster_assets.instance_storage."""
+"""The instance storage's pools: when a second run claims the one slot between the statements of a first
+run's claim (two processes at the same instant), only one of them holds it; Dagster's own storage lets both
+win, which is why the shipped dagster.yaml files name cluster_assets.instance_storage. And on PostgreSQL, a
+pool that another run creates while this one creates it is not an error."""
 
 from __future__ import annotations
 
@@ -77,3 +78,30 @@ def test_both_shipped_instances_use_the_project_s_storage(config, storage_class,
             assert isinstance(instance.event_log_storage, AtomicSlotSqliteEventLogStorage)
             assert instance.event_log_storage.supports_global_concurrency_limits
             assert (tmp_path / ".cluster_assets" / "dagster" / "history" / "runs.db").is_file()
+
+
+def test_a_pool_another_run_creates_at_the_same_moment_is_not_an_error_on_postgres(postgres_db, tmp_path):
+    """Dagster's own storage raised InFailedSqlTransaction here: its insert failed, then its update ran in the
+    aborted transaction."""
+    url = (f"postgresql+psycopg2://{postgres_db['username']}@{postgres_db['hostname']}:{postgres_db['port']}/"
+           f"{postgres_db['db_name']}")
+    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        first, second = AtomicSlotPostgresEventLogStorage(url), AtomicSlotPostgresEventLogStorage(url)
+        first.register_instance(instance)
+        second.register_instance(instance)
+        created = []
+
+        def rival_creates_first(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("INSERT INTO CONCURRENCY_LIMITS") and not created:
+                created.append(None)
+                created[0] = second.initialize_concurrency_limit_to_default(POOL)
+
+        db.event.listen(Engine, "before_cursor_execute", rival_creates_first)
+        try:
+            assert first.initialize_concurrency_limit_to_default(POOL)
+        finally:
+            db.event.remove(Engine, "before_cursor_execute", rival_creates_first)
+        assert created == [True]
+        assert first.get_concurrency_info(POOL).slot_count == 1
+        assert [p.limit for p in first.get_pool_limits() if p.name == POOL] == [1]

@@ -66,8 +66,6 @@ def test_the_shipped_production_instance_on_postgres_and_s3(production, definiti
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 7200
-        # set the pool before the first runs: pools created on first use can race on PostgreSQL
-        instance.event_log_storage.set_concurrency_slots("cluster_assets/blobs", 1)
 
         shell = subprocess.Popen([CLUSTER_ASSETS, "run", "blobs"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
