@@ -455,37 +455,28 @@ def _combined_children_label(children: list[ChildSummary]) -> str:
 
 
 def parent_keywords(tree: ClusterTree, texts: Sequence[str], sample_leaf: np.ndarray,
-                    top_n: int = 10) -> dict[int, list[str]]:
-    """Top terms of every parent by class-based TF-IDF over the documents it merges.
+                    top_n: int = 10, counts: kw.TermCounts | None = None) -> dict[int, list[str]]:
+    """Top words of every parent by class-based TF-IDF over the documents it merges.
 
     Term frequencies are those of the parent's documents; the inverse document
     frequency is taken over the clusters themselves, as if each cluster were a
     class. With only a handful of parents per level, an idf over the parents
     would favour words every document shares ("handwritten", "digit"); over
     the clusters those words weigh little and the words that set a branch
-    apart come first.
+    apart come first. Words only, from the tokenisation the leaves' keywords
+    use (``counts``, or ``texts`` tokenised here).
     """
-    from scipy import sparse
-    from sklearn.feature_extraction.text import CountVectorizer
-
     sample_leaf = np.asarray(sample_leaf, dtype=np.int64)
     parents = tree.node_id[~tree.is_leaf].tolist()
     out: dict[int, list[str]] = {p: [] for p in parents}
-    if not parents or not any(t.strip() for t in texts):
+    counts = counts if counts is not None else kw.TermCounts.of(list(texts))
+    if not parents or counts is None:
         return out
-    vectorizer = CountVectorizer(stop_words=kw.stop_words(), max_features=50_000,
-                                 token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9]+\b")
-    try:
-        counts = vectorizer.fit_transform(list(texts))
-    except ValueError:  # only stop words
-        return out
-    terms = vectorizer.get_feature_names_out()
+    terms = counts.terms[~counts.phrase]
     leaves = tree.node_id[tree.is_leaf].tolist()
     leaf_row = {leaf: i for i, leaf in enumerate(leaves)}
-    docs = np.flatnonzero(np.isin(sample_leaf, leaves))
-    rows = np.array([leaf_row[int(c)] for c in sample_leaf[docs]], dtype=np.int64)
-    membership = sparse.csr_matrix((np.ones(len(docs)), (rows, docs)), shape=(len(leaves), len(texts)))
-    per_leaf = np.asarray((membership @ counts).todense(), dtype=np.float64)
+    rows = np.array([leaf_row.get(int(c), -1) for c in sample_leaf], dtype=np.int64)
+    per_leaf = counts.per_group(rows, len(leaves))[:, ~counts.phrase]
     words_per_leaf = per_leaf.sum(axis=1)
     mean_words = words_per_leaf[words_per_leaf > 0].mean() if (words_per_leaf > 0).any() else 1.0
     term_freq = per_leaf.sum(axis=0)
@@ -504,12 +495,13 @@ def parent_keywords(tree: ClusterTree, texts: Sequence[str], sample_leaf: np.nda
 
 def label_parents(tree: ClusterTree, leaf_labels: dict[int, ClusterLabel], texts: Sequence[str],
                   sample_leaf: np.ndarray, hook: ParentLabelHook | None = None,
-                  top_n: int = 10) -> tuple[dict[int, ClusterLabel], dict[str, Any]]:
+                  top_n: int = 10, term_counts: kw.TermCounts | None = None) -> tuple[dict[int, ClusterLabel], dict[str, Any]]:
     """Labels for every parent node, bottom level first, and metadata on how they were made.
 
     Data labels: class-based TF-IDF over the documents each parent merges
     (``texts`` with their leaf cluster ``sample_leaf``; -1 = noise), see
-    ``parent_keywords``. A ``hook``
+    ``parent_keywords``; their confidence is the leaves' (``keyword_lift``), against
+    the other branches of their level. ``term_counts``: ``texts`` already tokenised. A ``hook``
     (e.g. an LLM labeler's ``label_parents``) receives ``ParentEvidence`` for
     each level and returns labels (a list of ``ClusterLabel`` or an object with
     ``.labels``); on any error, or for nodes it leaves out, the data labels stay.
@@ -522,11 +514,13 @@ def label_parents(tree: ClusterTree, leaf_labels: dict[int, ClusterLabel], texts
     children = tree.children()
     counts = dict(zip(tree.node_id.tolist(), tree.count.tolist()))
     out: dict[int, ClusterLabel] = {}
-    words = parent_keywords(tree, texts, sample_leaf, top_n) if len(texts) else {}
+    if term_counts is None and len(texts):
+        term_counts = kw.TermCounts.of(list(texts))
+    words = parent_keywords(tree, texts, sample_leaf, top_n, term_counts) if term_counts is not None else {}
     for level in range(tree.depth - 2, -1, -1):
         ancestor = tree.ancestor_at(level)
         doc_labels = np.array([ancestor.get(int(c), -1) if c >= 0 else -1 for c in sample_leaf], dtype=np.int64)
-        coverage = kw.keyword_coverage(list(texts), doc_labels, words) if len(texts) else {}
+        coverage = kw.keyword_lift(list(texts), doc_labels, words, counts=term_counts) if term_counts is not None else {}
         nodes = tree.node_id[(tree.level == level) & ~tree.is_leaf].tolist()
         evidence = []
         for node in nodes:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 
 @dataclass
@@ -81,7 +86,53 @@ def _vectorizer(**options):
                            token_pattern=rf"(?u)\b[a-zA-Z][a-zA-Z0-9]{{1,{MAX_KEYWORD_CHARS - 1}}}\b", **options)
 
 
-def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) -> dict[int, list[str]]:
+@dataclass(frozen=True)
+class TermCounts:
+    """The documents tokenised once: every keyword and confidence of a labels run reads these counts."""
+
+    counts: "sparse.csr_matrix"  # documents x terms
+    terms: np.ndarray
+    phrase: np.ndarray  # True for the two-word terms
+
+    @classmethod
+    def of(cls, texts: list[str]) -> "TermCounts | None":
+        """None when there is nothing to count (no text, or only stop words)."""
+        if not any(t.strip() for t in texts):
+            return None
+        vectorizer = _vectorizer()
+        try:
+            counts = vectorizer.fit_transform(texts).tocsr()
+        except ValueError:  # only stop words
+            return None
+        terms = vectorizer.get_feature_names_out()
+        return cls(counts, terms, np.array([" " in t for t in terms], dtype=bool))
+
+    @property
+    def documents(self) -> int:
+        return self.counts.shape[0]
+
+    def per_group(self, groups: np.ndarray, n_groups: int) -> np.ndarray:
+        """Term counts summed per group (``groups``: one group per document, -1 for none): groups x terms."""
+        from scipy import sparse
+
+        groups = np.asarray(groups)
+        mask = groups >= 0
+        membership = sparse.csr_matrix((np.ones(mask.sum()), (groups[mask], np.flatnonzero(mask))),
+                                       shape=(n_groups, self.documents))
+        return np.asarray((membership @ self.counts).todense(), dtype=np.float64)
+
+    def holds(self, terms: list[str]) -> "sparse.csc_matrix":
+        """documents x ``terms``, sparse: 1 where the document holds the term (a term not counted: nowhere)."""
+        from scipy import sparse
+
+        column = {t: i for i, t in enumerate(self.terms)}
+        present = (self.counts > 0).tocsc()
+        nowhere = sparse.csc_matrix((self.documents, 1), dtype=bool)
+        return sparse.hstack([present[:, [column[t]]] if t in column else nowhere for t in terms]).tocsc()
+
+
+def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10,
+                         counts: TermCounts | None = None) -> dict[int, list[str]]:
     """Top terms per cluster by class-based TF-IDF (BERTopic's c-TF-IDF); noise (-1) is skipped.
 
     Beyond plain c-TF-IDF: stop words and contraction fragments never count; two-word phrases
@@ -89,26 +140,16 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) 
     more than half of a large corpus's documents is dropped; a term among the top ``top_n`` of
     several clusters has its score divided by how many, so a specific word beats one that heads
     many clusters; and a term whose words an earlier keyword already holds is skipped.
+    ``counts``: ``texts`` already tokenised (``TermCounts.of``).
     """
     labels = np.asarray(labels)
     clusters = sorted(int(c) for c in np.unique(labels) if c >= 0)
     result: dict[int, list[str]] = {c: [] for c in clusters}
-    if not clusters or not any(t.strip() for t in texts):
+    counts = counts if counts is not None else TermCounts.of(texts)
+    if not clusters or counts is None:
         return result
-    vectorizer = _vectorizer()
-    try:
-        counts = vectorizer.fit_transform(texts)
-    except ValueError:  # only stop words
-        return result
-    terms = vectorizer.get_feature_names_out()
-    from scipy import sparse
-
-    phrase = np.array([" " in t for t in terms])
-    mask = labels >= 0
-    membership = sparse.csr_matrix(
-        (np.ones(mask.sum()), (labels[mask], np.flatnonzero(mask))), shape=(max(clusters) + 1, len(texts))
-    )
-    per_class = np.asarray((membership @ counts).todense(), dtype=np.float64)
+    terms, phrase = counts.terms, counts.phrase
+    per_class = counts.per_group(labels, max(clusters) + 1)
     # words per class from single words only: phrases do not dilute the words' frequencies
     words_per_class = per_class[:, ~phrase].sum(axis=1, keepdims=True)
     tf = per_class / np.where(words_per_class == 0, 1, words_per_class)
@@ -117,8 +158,8 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10) 
     idf = np.log(1 + mean_words / np.where(term_freq == 0, 1, term_freq))
     scores = tf * idf
     scores[:, phrase] *= per_class[:, phrase] >= MIN_PHRASE_COUNT
-    if len(texts) >= MIN_DOCUMENTS_FOR_SHARE:
-        document_share = np.asarray((counts > 0).sum(axis=0)).ravel() / len(texts)
+    if counts.documents >= MIN_DOCUMENTS_FOR_SHARE:
+        document_share = np.asarray((counts.counts > 0).sum(axis=0)).ravel() / counts.documents
         scores[:, document_share > MAX_DOCUMENT_SHARE] = 0.0
     heads = np.zeros(len(terms))
     for c in clusters:
@@ -156,26 +197,14 @@ def central_indices(X: np.ndarray, labels: np.ndarray, centroids: dict[int, np.n
     return out
 
 
-def keyword_coverage(texts: list[str], labels: np.ndarray, keywords: dict[int, list[str]], top: int = 3) -> dict[int, float]:
-    """Share of each cluster's documents that mention at least one of its top keywords."""
-    coverage = {}
-    lowered = [t.lower() for t in texts]
-    for c, words in keywords.items():
-        members = np.flatnonzero(np.asarray(labels) == c)
-        if not len(members) or not words:
-            coverage[c] = 0.0
-            continue
-        hits = sum(any(w in lowered[i] for w in words[:top]) for i in members)
-        coverage[c] = hits / len(members)
-    return coverage
-
-
-def keyword_lift(texts: list[str], labels: np.ndarray, keywords: dict[int, list[str]], top: int = 3) -> dict[int, float]:
+def keyword_lift(texts: list[str], labels: np.ndarray, keywords: dict[int, list[str]], top: int = 3,
+                 counts: TermCounts | None = None) -> dict[int, float]:
     """A data label's confidence: how much more its top keywords describe its cluster than the rest.
 
     The share of the cluster's documents holding one of its ``top`` keywords (whole words and
     phrases) minus that share among every other document, floored at 0: near 1 for words only
-    this cluster uses, near 0 for generic words every cluster has.
+    this cluster uses, near 0 for generic words every cluster has. ``counts``: ``texts`` already
+    tokenised, by the analyzer the keywords came from.
     """
     labels = np.asarray(labels)
     tops = {c: list(dict.fromkeys(words[:top])) for c, words in keywords.items() if words}
@@ -183,8 +212,10 @@ def keyword_lift(texts: list[str], labels: np.ndarray, keywords: dict[int, list[
     out = {c: 0.0 for c in keywords}
     if not vocabulary or not len(texts):
         return out
-    # one sparse pass: which documents hold which keyword (the analyzer the keywords came from)
-    holds = _vectorizer(vocabulary=vocabulary, binary=True).transform(texts).tocsc()
+    if counts is not None:
+        holds = counts.holds(vocabulary)
+    else:  # one sparse pass over the texts, by the analyzer the keywords came from
+        holds = _vectorizer(vocabulary=vocabulary, binary=True).transform(texts).tocsc()
     column = {w: i for i, w in enumerate(vocabulary)}
     for c, words in tops.items():
         members = labels == c

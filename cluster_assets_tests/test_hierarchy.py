@@ -169,6 +169,30 @@ def test_parent_data_labels_come_from_the_merged_documents(digits):
     assert paths[0][-1] == leaves[0].label
 
 
+
+def test_a_parent_s_confidence_means_what_a_leaf_s_does(digits):
+    """Lift, not coverage: the share of the branch's documents holding one of its top three keywords as a
+    whole word, minus that share among the other documents of its level. Every document here also says
+    "handwritten digit" and "categorical", so a share that did not subtract, or matched "cat" inside
+    "categorical", would read near 1 for any parent."""
+    X, target, labels, ids, counts, centroids = digits
+    texts = [f"handwritten digit {DIGITS[t]} categorical" for t in target]
+    texts = [t + (" cat" if i % 50 == 0 else "") for i, t in enumerate(texts)]
+    tree = hierarchy.cluster_hierarchy(ids, counts, centroids, levels=3)
+    parents, _ = hierarchy.label_parents(tree, leaf_labels_for(ids, texts, labels), texts, labels)
+    words_of = [set(t.split()) for t in texts]
+    checked = 0
+    for level in range(tree.depth - 1):
+        ancestor = tree.ancestor_at(level)
+        branch_of = np.array([ancestor.get(int(c), -1) for c in labels])
+        for node in tree.node_id[(tree.level == level) & ~tree.is_leaf].tolist():
+            top = parents[node].keywords[:3]
+            hits = np.array([any(w in words for w in top) for words in words_of])
+            inside, outside = hits[branch_of == node].mean(), hits[branch_of != node].mean()
+            assert parents[node].confidence == pytest.approx(max(0.0, inside - outside), abs=1e-4), node
+            checked += 1
+    assert checked >= 3 and max(p.confidence for p in parents.values()) > 0.3
+
 def test_parent_label_hook_sees_children_and_failures_fall_back(digits, monkeypatch):
     X, target, labels, ids, counts, centroids = digits
     texts = [f"handwritten digit {DIGITS[t]}" for t in target]

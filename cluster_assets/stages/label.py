@@ -178,13 +178,14 @@ def run_labels(ctx: StageContext) -> StageResult:
         texts_by_key = payload_rows_by_key(storage, spec, sample_keys, lambda s: text_columns(s, spec, features))
         texts = [_row_text({k: v for k, v in texts_by_key.get(key, {}).items() if k != ID}) for key in sample_keys]
         with timed(result, "keywords_s"):
-            keywords = kw.class_tfidf_keywords(texts, labels)
+            term_counts = kw.TermCounts.of(texts)
+            keywords = kw.class_tfidf_keywords(texts, labels, counts=term_counts)
         per_cluster = spec.llm_labeling.max_samples_per_cluster if spec.llm_labeling else 5
         central = kw.central_indices(X, labels, centroids, per_cluster)
         representative_keys = {c: [sample_keys[i] for i in idx] for c, idx in central.items()}
         representative_ids = {c: [doc for _, doc in keys] for c, keys in representative_keys.items()}
         snippets = {c: texts[idx[0]][:SNIPPET] for c, idx in central.items() if len(idx) and texts[idx[0]]}
-        coverage = kw.keyword_lift(texts, labels, keywords)
+        coverage = kw.keyword_lift(texts, labels, keywords, counts=term_counts)
         data = kw.data_labels(cluster_ids, counts, keywords, representative_ids, snippets, coverage)
 
         wanted = [key for keys in representative_keys.values() for key in keys]
@@ -204,7 +205,8 @@ def run_labels(ctx: StageContext) -> StageResult:
         paths = {l.cluster_id: [l.label] for l in outcome.labels}
         if spec.hierarchical and storage.exists(*layout.fit_parts(spec, fit_id, layout.HIERARCHY)):
             with timed(result, "parent_labeling_s"):
-                paths = label_hierarchy(storage, spec, run_id, fit_id, labeler, outcome.labels, texts, labels, result)
+                paths = label_hierarchy(storage, spec, run_id, fit_id, labeler, outcome.labels, texts, labels, result,
+                                        term_counts)
         table = table.append_column("cluster_path", pa.array(
             [paths.get(c, []) for c in table.column("cluster_id").to_pylist()], pa.list_(pa.string())))
         storage.write_table(table, *layout.fit_parts(spec, fit_id, layout.LABELS))
@@ -284,7 +286,8 @@ def labels_markdown(labels: list[kw.ClusterLabel], counts: dict[int, int]) -> st
 
 
 def label_hierarchy(storage, spec: ClusterDefinition, run_id: str, fit_id: str, labeler, leaf_labels: list[kw.ClusterLabel],
-                    texts: list[str], sample_leaf: np.ndarray, result: StageResult) -> dict[int, list[str]]:
+                    texts: list[str], sample_leaf: np.ndarray, result: StageResult,
+                    term_counts: kw.TermCounts | None = None) -> dict[int, list[str]]:
     """Name the parents of the cluster tree, write the run's hierarchy artifact; each cluster's path of labels.
 
     A labeler with a ``label_parents(list[ParentEvidence])`` method (an LLM labeler) names the
@@ -293,7 +296,7 @@ def label_hierarchy(storage, spec: ClusterDefinition, run_id: str, fit_id: str, 
     tree = hierarchy.ClusterTree.from_table(storage.read_table(*layout.fit_parts(spec, fit_id, layout.HIERARCHY)))
     leaves = {l.cluster_id: l for l in leaf_labels}
     parents, meta = hierarchy.label_parents(tree, leaves, texts, sample_leaf,
-                                            hook=getattr(labeler, "label_parents", None))
+                                            hook=getattr(labeler, "label_parents", None), term_counts=term_counts)
     named = {**leaves, **parents}
     nodes = tree.to_table()
     ids = nodes.column("node_id").to_pylist()
