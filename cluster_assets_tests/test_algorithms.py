@@ -113,6 +113,21 @@ def test_mean_shift_with_its_defaults_works_on_high_dimensional_data(digits_stor
     assert results["assignments"].metadata["num_clusters"] >= 1
 
 
+
+def test_mean_shift_seeds_from_the_data_only_where_bin_seeding_finds_no_point():
+    """In 64 dimensions no document is within the bandwidth of a bin seed (MeanShift would fail): the
+    seeds are sampled documents. In 2 dimensions bin seeding stays."""
+    from sklearn.datasets import make_blobs
+
+    params = algorithms.estimator_params("mean_shift", {})
+    digits = ClusterModel("mean_shift", params).fit(load_digits().data[:500])
+    assert digits.fitted_params_["bin_seeding"] is False and len(digits.fitted_params_["seeds"]) == 200
+    assert len(np.unique(digits.labels_)) > 1
+    X, truth = make_blobs(600, centers=[[0, 0], [10, 0], [0, 10]], cluster_std=0.5, random_state=0)
+    blobs = ClusterModel("mean_shift", params).fit(X)
+    assert blobs.fitted_params_["bin_seeding"] is True and "seeds" not in blobs.fitted_params_
+    assert all(len(set(truth[blobs.labels_ == c])) == 1 for c in np.unique(blobs.labels_))  # no cluster spans blobs
+
 def test_gaussian_mixture_fits_float32_vectors_with_constant_dimensions():
     # digits has pixels that are always 0: full covariances are singular in float32.
     X = load_digits().data.astype(np.float32)
