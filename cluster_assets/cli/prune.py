@@ -53,9 +53,10 @@ def prune_command(cluster: str | None, dry_run: bool, show_kept: bool, storage_r
         fail(f"{exc}; prune needs it to see the runs in progress")
     storage = open_storage(storage_root)
     verb = "would delete" if dry_run else "deleted"
+    promoted = retention.promoted_runs(storage)
     rows = []
     for spec in specs:
-        plan = retention.plan(storage, spec.cluster_name, spec.retention, in_progress)
+        plan = retention.plan(storage, spec, in_progress, promoted.get(spec.cluster_name, {}))
         if not dry_run:
             retention.prune(storage, plan.doomed)
         rows += [(spec.cluster_name, verb, e.kind, e.id, _day(e.written), storage.uri(*e.parts)) for e in plan.doomed]
