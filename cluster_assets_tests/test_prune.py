@@ -141,6 +141,43 @@ def test_one_prune_of_several_definitions_reads_each_taxonomy_once_and_keeps_eac
                         ("other", "sample", "other_old"): "promoted to taxonomy zoo"}, dry.output
 
 
+def test_a_dead_run_is_no_run_in_progress_for_prune(storage, definitions_dir, dagster_home, storage_root):
+    """STARTED runs whose process on this host is gone (`executions` shows them DEAD) write nothing more:
+    their outputs go. A live one, one of another host (no telling) and a CANCELING one are kept."""
+    import subprocess
+    import sys
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    from cluster_assets.history import TAG_HOST
+    from cluster_assets.processes import this_host
+
+    (definitions_dir / "blobs.json").write_text(json.dumps(definition(retention={"keep_fits": 1, "keep_days": 2})))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    started = {"dead": (int(finished.stdout), this_host()), "live": (os.getpid(), this_host()),
+               "elsewhere": (int(finished.stdout), "another-host")}
+    with dg.DagsterInstance.get() as instance:
+        for run_id, (pid, host) in started.items():
+            instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                           tags={TAG_HOST: host}))
+            instance.report_dagster_event(DagsterEvent(DagsterEventType.RUN_START.value, "__ASSET_JOB", pid=pid),
+                                          run_id)
+        for run_id, status in (("canceling", dg.DagsterRunStatus.CANCELING), ("done", dg.DagsterRunStatus.SUCCESS),
+                               ("not_started", dg.DagsterRunStatus.NOT_STARTED)):
+            instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=run_id, status=status))
+    for run_id in (*started, "canceling", "done", "not_started"):
+        storage.write_bytes(b"x", "artifacts", "blobs", run_id, "members.parquet")
+    age(os.path.join(storage_root, "artifacts"), 5)
+
+    dry = prune("--dry-run", "--show-kept")
+    assert dry.exit_code == 0, dry.output
+    rows = [line.split() for line in dry.output.splitlines()]
+    assert sorted(r[4] for r in rows if r[1:3] == ["would", "delete"]) == ["dead", "done", "not_started"]
+    assert sorted(r[3] for r in rows if r[1] == "kept" and r[-3:] == ["run", "in", "progress"]) == [
+        "canceling", "elsewhere", "live"]
+
+
 def test_prune_and_upgrade_on_s3(moto_s3):
     """The same folders go on S3 (prefixes deleted, objects moved with a managed copy)."""
     import boto3

@@ -15,14 +15,6 @@ from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import load_definitions
 
 
-def runs_in_progress(instance) -> set[str]:
-    import dagster as dg
-
-    unfinished = [s for s in dg.DagsterRunStatus if s not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                                             dg.DagsterRunStatus.CANCELED)]
-    return {r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=unfinished))}
-
-
 def _day(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if timestamp else "-"
 
@@ -38,9 +30,11 @@ def prune_command(cluster: str | None, dry_run: bool, show_kept: bool, storage_r
 
     Never deleted: the current fit and the one before it, their samples, the newest keep_fits fits, anything
     younger than keep_days, what a promoted taxonomy came from, and the outputs of runs still in progress
-    in the Dagster instance of DAGSTER_HOME. Source and enriched collections are never touched.
+    in the Dagster instance of DAGSTER_HOME (a run `executions` shows DEAD is not). Source and enriched
+    collections are never touched.
     """
     from cluster_assets.cli.executions import NoInstance, open_instance
+    from cluster_assets.history import runs_in_progress
 
     loaded, _ = load_definitions(default_definitions_dir())
     specs = [d.spec for d in loaded if cluster in (None, d.spec.cluster_name)]
