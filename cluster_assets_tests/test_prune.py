@@ -178,6 +178,19 @@ def test_a_dead_run_is_no_run_in_progress_for_prune(storage, definitions_dir, da
         "canceling", "elsewhere", "live"]
 
 
+def test_prune_finds_a_definition_by_its_group_name_too(storage, definitions_dir, dagster_home, storage_root):
+    (definitions_dir / "blob-set.json").write_text(json.dumps(definition("blob-set", retention={"keep_days": 2})))
+    storage.write_bytes(b"x", "artifacts", "blob-set", "run1", "members.parquet")
+    age(os.path.join(storage_root, "artifacts"), 5)
+
+    by_group = prune("blob_set", "--dry-run")  # the Dagster group name the UI shows
+    assert by_group.exit_code == 0, by_group.output
+    assert [line.split()[:5] for line in by_group.output.splitlines() if " would delete " in line] == [
+        ["blob-set", "would", "delete", "artifacts", "run1"]]
+    missing = prune("blob", "--dry-run")
+    assert missing.exit_code == 1 and "no valid definition named 'blob' (valid: blob-set)" in missing.output
+
+
 def test_prune_and_upgrade_on_s3(moto_s3):
     """The same folders go on S3 (prefixes deleted, objects moved with a managed copy)."""
     import boto3

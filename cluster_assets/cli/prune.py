@@ -10,7 +10,7 @@ import datetime as dt
 import click
 
 from cluster_assets import retention
-from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option
+from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import load_definitions
 
@@ -37,9 +37,12 @@ def prune_command(cluster: str | None, dry_run: bool, show_kept: bool, storage_r
     from cluster_assets.history import runs_in_progress
 
     loaded, _ = load_definitions(default_definitions_dir())
-    specs = [d.spec for d in loaded if cluster in (None, d.spec.cluster_name)]
-    if cluster and not specs:
-        fail(f"no valid definition named {cluster!r} (valid: {', '.join(d.spec.cluster_name for d in loaded) or 'none'})")
+    specs = [d.spec for d in loaded]
+    if cluster:
+        found = find_definition(loaded, cluster)
+        if found is None:
+            fail(f"no valid definition named {cluster!r} (valid: {', '.join(s.cluster_name for s in specs) or 'none'})")
+        specs = [found.spec]
     try:
         with open_instance() as instance:
             in_progress = runs_in_progress(instance)
