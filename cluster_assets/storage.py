@@ -130,7 +130,7 @@ class Storage:
         return sorted(posixpath.basename(i.path) for i in info)
 
     def child_folders(self, *parts: str) -> list[Folder]:
-        """The folders directly under ``parts`` (but those named ``_*`` or ``.*``), by name, each with every file
+        """The folders directly under ``parts`` (except those named ``_*`` or ``.*``), by name, each with every file
         under it, from one recursive listing: on S3 one paginated LIST for the whole tree, not one per folder."""
         top = self.path(*parts)
         infos = self.fs.get_file_info(pafs.FileSelector(top, recursive=True, allow_not_found=True))
@@ -221,10 +221,13 @@ class Storage:
         """Move one file to ``target``, replacing a file there. Locally a rename (``target``'s folder made first).
         On S3 a managed copy, then the source deleted: pyarrow's S3 ``move`` is one CopyObject, which S3 refuses
         above 5 GB (boto3 copies those in parts). Interrupted, both remain; the target is never partial."""
-        if self.scheme != "s3://":
-            self.fs.create_dir(posixpath.dirname(self.path(*target)), recursive=True)
-            self.fs.move(self.path(*source), self.path(*target))
+        if self.scheme == "s3://":
+            self._s3_move(source, target)
             return
+        self.fs.create_dir(posixpath.dirname(self.path(*target)), recursive=True)
+        self.fs.move(self.path(*source), self.path(*target))
+
+    def _s3_move(self, source: tuple[str, ...], target: tuple[str, ...]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, _, key = self.path(*source).partition("/")
