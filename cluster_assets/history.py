@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from cluster_assets.processes import process_alive, this_host
 from cluster_assets.triggers import TAG_CLUSTER, TAG_DEFINITION, TAG_TRIGGER
@@ -49,6 +50,13 @@ def dead_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
     if pid is None or process_alive(pid):
         return None
     return f"pid {pid} on {this_host()}"
+
+
+def runs_in_progress(instance: dg.DagsterInstance) -> set[str]:
+    """The ids of the runs that started and have not ended (Dagster's in-progress statuses), DEAD runs left out:
+    their process is gone, they write nothing more. Queued runs are not in progress: they have written nothing."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+    return {run.run_id for run in runs if dead_process(instance, run) is None}
 
 
 def mark_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, process: str) -> None:

@@ -19,11 +19,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-
 from cluster_assets import taxonomy
-from cluster_assets.spec.definition import Retention
+from cluster_assets.spec import ClusterDefinition
 from cluster_assets.stages import layout
 from cluster_assets.storage import Storage
 
@@ -53,51 +50,46 @@ class Plan:
         return [e for e in self.entries if e.why_kept]
 
 
-def _written(storage: Storage, parts: tuple[str, ...]) -> float:
-    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path(*parts), recursive=True, allow_not_found=True))
-    times = [i.mtime.timestamp() for i in infos if i.type == pafs.FileType.File and i.mtime is not None]
-    return max(times, default=0.0)
+def _entries(storage: Storage, kind: str, base: tuple[str, ...]) -> list[Entry]:
+    return [Entry(kind, folder.name, (*base, folder.name), folder.newest) for folder in storage.child_folders(*base)]
 
 
-def _entries(storage: Storage, cluster_name: str, kind: str, *base: str) -> list[Entry]:
-    return [Entry(kind, name, (*base, name), _written(storage, (*base, name)))
-            for name in storage.list_dir(*base) if not name.startswith(("_", "."))]
-
-
-def _sample_of(storage: Storage, cluster_name: str, fit_id: str) -> str | None:
-    parts = ("assets", cluster_name, "fits", fit_id, layout.FIT)
+def _sample_of(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str | None:
     try:
-        return json.loads(storage.read_bytes(*parts)).get("sample_id")
+        return json.loads(storage.read_bytes(*layout.fit_parts(spec, fit_id, layout.FIT))).get("sample_id")
     except (FileNotFoundError, ValueError):
         return None
 
 
-def taxonomy_runs(storage: Storage, cluster_name: str) -> dict[str, str]:
-    """Run id -> the taxonomy that holds nodes promoted from that run of ``cluster_name``."""
-    runs: dict[str, str] = {}
+def promoted_runs(storage: Storage) -> dict[str, dict[str, str]]:
+    """Cluster name -> run id -> the taxonomy that holds nodes promoted from that run: every taxonomy read once."""
+    runs: dict[str, dict[str, str]] = {}
     for name in taxonomy.list_taxonomies(storage):
         nodes = storage.read_table(*taxonomy.taxonomy_parts(name, taxonomy.NODES),
                                    columns=["source_cluster", "source_run_id"])
-        mine = nodes.filter(pc.equal(nodes.column("source_cluster"), cluster_name))
-        for run_id in set(mine.column("source_run_id").to_pylist()):
-            runs.setdefault(run_id, name)
+        sources = zip(nodes.column("source_cluster").to_pylist(), nodes.column("source_run_id").to_pylist())
+        for cluster, run_id in sources:
+            runs.setdefault(cluster, {}).setdefault(run_id, name)
         for promotion in (taxonomy.read_manifest(storage, name) or {}).get("promotions", []):
-            if promotion.get("cluster") == cluster_name and promotion.get("run_id"):
-                runs.setdefault(promotion["run_id"], name)
+            if promotion.get("cluster") and promotion.get("run_id"):
+                runs.setdefault(promotion["cluster"], {}).setdefault(promotion["run_id"], name)
     return runs
 
 
-def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Collection[str] = (),
-         now: float | None = None) -> Plan:
-    """What pruning ``cluster_name`` would delete and what it keeps (with the reason)."""
+def plan(storage: Storage, spec: ClusterDefinition, in_progress: Collection[str] = (),
+         promoted: dict[str, str] | None = None, now: float | None = None) -> Plan:
+    """What pruning ``spec``'s outputs under its ``retention`` would delete and what it keeps (with the reason).
+    ``promoted``: run id -> taxonomy, ``promoted_runs(storage)[spec.cluster_name]`` (read here if not given)."""
     now = time.time() if now is None else now
-    base = ("assets", cluster_name)
-    fits = _entries(storage, cluster_name, "fit", *base, "fits")
-    samples = _entries(storage, cluster_name, "sample", *base, "samples")
-    runs = _entries(storage, cluster_name, "artifacts", "artifacts", cluster_name)
+    policy = spec.retention
+    if promoted is None:
+        promoted = promoted_runs(storage).get(spec.cluster_name, {})
+    fits = _entries(storage, "fit", layout.cluster_parts(spec, "fits"))
+    samples = _entries(storage, "sample", layout.cluster_parts(spec, "samples"))
+    runs = _entries(storage, "artifacts", layout.artifacts_parts(spec))
 
     keep: dict[tuple[str, str], str] = {}  # (kind, id) -> why
-    sample_of = cache(lambda fit_id: _sample_of(storage, cluster_name, fit_id))  # one fit.json read a fit
+    sample_of = cache(lambda fit_id: _sample_of(storage, spec, fit_id))  # one fit.json read a fit
 
     def hold(kinds: tuple[str, ...], run_id: str | None, why: str) -> None:
         for kind in kinds:
@@ -106,13 +98,12 @@ def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Co
         if run_id and "fit" in kinds:
             keep.setdefault(("sample", sample_of(run_id) or ""), why)
 
-    current_parts = (*base, layout.CURRENT)
-    if storage.exists(*current_parts):
-        current = json.loads(storage.read_bytes(*current_parts))
-        hold(("fit", "artifacts"), current.get("fit_id"), "current fit")
-        keep.setdefault(("sample", current.get("sample_id") or ""), "current fit")
-        hold(("fit", "artifacts"), current.get("previous_fit_id"), "previous fit (the drift check compares with it)")
-    for run_id, name in taxonomy_runs(storage, cluster_name).items():
+    current = layout.read_current(storage, spec)
+    if current is not None:
+        hold(("fit", "artifacts"), current.fit_id, "current fit")
+        keep.setdefault(("sample", current.sample_id or ""), "current fit")
+        hold(("fit", "artifacts"), current.previous_fit_id, "previous fit (the drift check compares with it)")
+    for run_id, name in promoted.items():
         hold(("fit", "artifacts"), run_id, f"promoted to taxonomy {name}")
     stored = {entry.id for entry in fits + samples + runs}
     for run_id in set(in_progress) & stored:  # the instance's runs of other definitions have nothing here
@@ -129,7 +120,7 @@ def plan(storage: Storage, cluster_name: str, policy: Retention, in_progress: Co
         if ("fit", fit.id) in keep:
             keep.setdefault(("sample", sample_of(fit.id) or ""), f"sample of kept fit {fit.id}")
 
-    out = Plan(cluster_name)
+    out = Plan(spec.cluster_name)
     for entry in fits + samples + runs:
         out.entries.append(Entry(entry.kind, entry.id, entry.parts, entry.written, keep.get((entry.kind, entry.id), "")))
     return out

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -80,6 +81,19 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A folder and the files under it at any depth, by their path relative to the folder."""
+
+    name: str
+    files: dict[str, pafs.FileInfo]
+
+    @property
+    def newest(self) -> float:
+        """When a file under it was last written (epoch seconds); 0.0 for a folder without files."""
+        return max((i.mtime_ns / 1e9 for i in self.files.values() if i.mtime_ns is not None), default=0.0)
+
+
 class Storage:
     """A storage root: a local folder or an ``s3://bucket/prefix`` URI."""
 
@@ -95,6 +109,7 @@ class Storage:
             self.fs = pafs.LocalFileSystem()
             self.base = str(Path(root).expanduser().resolve())
             self.scheme = ""
+        self._boto3_client = None  # made by the first S3 move, then reused
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r})"
@@ -113,6 +128,22 @@ class Storage:
     def list_dir(self, *parts: str) -> list[str]:
         info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
         return sorted(posixpath.basename(i.path) for i in info)
+
+    def child_folders(self, *parts: str) -> list[Folder]:
+        """The folders directly under ``parts`` (except those named ``_*`` or ``.*``), by name, each with every file
+        under it, from one recursive listing: on S3 one paginated LIST for the whole tree, not one per folder."""
+        top = self.path(*parts)
+        infos = self.fs.get_file_info(pafs.FileSelector(top, recursive=True, allow_not_found=True))
+        folders: dict[str, dict[str, pafs.FileInfo]] = {}
+        for info in infos:
+            name, _, below = posixpath.relpath(info.path, top).partition("/")
+            is_file = info.type == pafs.FileType.File
+            if name.startswith(("_", ".")) or (is_file and not below):  # hidden, or a file beside the folders
+                continue
+            files = folders.setdefault(name, {})
+            if is_file:
+                files[below] = info
+        return [Folder(name, files) for name, files in sorted(folders.items())]
 
     # --- atomic writes ----------------------------------------------------------------------
     @contextmanager
@@ -185,6 +216,39 @@ class Storage:
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as stream:
             return stream.read()
+
+    def move(self, source: tuple[str, ...], target: tuple[str, ...]) -> None:
+        """Move one file to ``target``, replacing a file there. Locally a rename (``target``'s folder made first).
+        On S3 a managed copy, then the source deleted: pyarrow's S3 ``move`` is one CopyObject, which S3 refuses
+        above 5 GB (boto3 copies those in parts). Interrupted, both remain; the target is never partial."""
+        if self.scheme == "s3://":
+            self._s3_move(source, target)
+            return
+        self.fs.create_dir(posixpath.dirname(self.path(*target)), recursive=True)
+        self.fs.move(self.path(*source), self.path(*target))
+
+    def _s3_move(self, source: tuple[str, ...], target: tuple[str, ...]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = self.path(*source).partition("/")
+        target_bucket, _, target_key = self.path(*target).partition("/")
+        client = self._s3_client()
+        try:
+            client.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key)
+            client.delete_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"cannot move {self.uri(*source)}: no such file") from None
+            raise OSError(f"cannot move {self.uri(*source)} to {self.uri(*target)}: {exc}") from None
+        except BotoCoreError as exc:
+            raise OSError(f"cannot move {self.uri(*source)} to {self.uri(*target)}: {exc}") from None
+
+    def _s3_client(self):
+        from cluster_assets.s3_upload import s3_client
+
+        if self._boto3_client is None:
+            self._boto3_client = s3_client()
+        return self._boto3_client
 
     def write_table(self, table: pa.Table, *parts: str) -> str:
         with self.atomic_output(*parts) as stream:

@@ -64,21 +64,6 @@ def unowned_targets(storage: Storage, specs: list[ClusterDefinition]) -> list[tu
     return out
 
 
-def move(storage: Storage, m: Move) -> None:
-    """Move one file aside. On S3 a managed copy (multipart above 5 GB, where one CopyObject is refused)."""
-    if storage.scheme == "s3://":
-        from cluster_assets.s3_upload import s3_client
-
-        bucket, _, key = storage.path(*m.source).partition("/")
-        _, _, new_key = storage.path(*m.target).partition("/")
-        client = s3_client()
-        client.copy({"Bucket": bucket, "Key": key}, bucket, new_key)
-        client.delete_object(Bucket=bucket, Key=key)
-        return
-    storage.fs.create_dir(storage.path(*m.target[:-1]), recursive=True)
-    storage.fs.move(storage.path(*m.source), storage.path(*m.target))
-
-
 def apply(storage: Storage, moves: list[Move]) -> None:
     for m in moves:
-        move(storage, m)
+        storage.move(m.source, m.target)

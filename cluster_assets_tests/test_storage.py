@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,53 @@ def test_a_write_removes_only_the_staging_files_of_writes_no_longer_in_progress(
         with storage.atomic_output("assets", "x", "model.pkl") as stream:
             raise KeyError("stop")
     assert dead.exists() and storage.read_bytes("assets", "x", "model.pkl") == b"first"
+
+
+@pytest.fixture(params=["local", "s3"])
+def local_or_s3(request, storage) -> Storage:
+    if request.param == "local":
+        return storage
+    import boto3
+
+    request.getfixturevalue("moto_s3")
+    boto3.client("s3").create_bucket(Bucket="store")
+    return Storage("s3://store/root")
+
+
+def test_child_folders_hold_every_file_under_them_and_their_newest_time(local_or_s3):
+    storage = local_or_s3
+    for parts in (("a", "x"), ("a", "sub", "y"), ("b", "z"), ("_staging", "q"), (".hidden", "q"), ("beside.txt",)):
+        storage.write_bytes(b"1", "runs", *parts)
+    if storage.scheme:
+        import boto3
+
+        listed = boto3.client("s3").list_objects_v2(Bucket="store", Prefix="root/runs/a/")["Contents"]
+        newest_a = max(o["LastModified"].timestamp() for o in listed)
+    else:
+        for parts, when in ((("a", "x"), 2_000_000), (("a", "sub", "y"), 3_000_000), (("b", "z"), 1_000_000)):
+            os.utime(storage.path("runs", *parts), (when, when))
+        os.mkdir(storage.path("runs", "empty"))
+        newest_a = 3_000_000
+
+    folders = {f.name: f for f in storage.child_folders("runs")}
+    assert sorted(folders) == (["a", "b"] if storage.scheme else ["a", "b", "empty"])
+    assert sorted(folders["a"].files) == ["sub/y", "x"] and list(folders["b"].files) == ["z"]
+    assert folders["a"].newest == pytest.approx(newest_a)
+    if not storage.scheme:
+        assert folders["b"].newest == 1_000_000 and folders["empty"].newest == 0.0
+    assert storage.child_folders("nowhere") == []
+
+
+def test_move_replaces_the_target_and_names_a_missing_source(local_or_s3):
+    storage = local_or_s3
+    storage.write_bytes(b"old model", "assets", "blobs", "model.pkl")
+    storage.write_bytes(b"older", "assets", "blobs", "legacy", "model.pkl")
+    storage.write_bytes(b"labels", "assets", "blobs", "labels.parquet")
+    storage.move(("assets", "blobs", "model.pkl"), ("assets", "blobs", "legacy", "model.pkl"))
+    storage.move(("assets", "blobs", "labels.parquet"), ("assets", "blobs", "new", "labels.parquet"))
+    assert storage.read_bytes("assets", "blobs", "legacy", "model.pkl") == b"old model"
+    assert storage.read_bytes("assets", "blobs", "new", "labels.parquet") == b"labels"
+    assert storage.list_dir("assets", "blobs") == ["legacy", "new"]
+    with pytest.raises(FileNotFoundError, match=re.escape(storage.path("assets", "blobs", "model.pkl"))):
+        storage.move(("assets", "blobs", "model.pkl"), ("assets", "blobs", "again.pkl"))
+    assert not storage.exists("assets", "blobs", "again.pkl")

@@ -8,7 +8,6 @@ newest run holding the requested kind is shown.
 from __future__ import annotations
 
 import json
-import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import click
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from cluster_assets.cli.common import echo_table, fail, format_size, open_storage, storage_option
 from cluster_assets.spec import check_safe_id
@@ -39,18 +37,12 @@ class RunArtifacts:
 
 def list_runs(storage: Storage, cluster: str) -> list[RunArtifacts]:
     """Runs that left artifacts for ``cluster``, newest first."""
-    folder = storage.path("artifacts", cluster)
-    infos = storage.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=True))
-    runs: dict[str, dict[str, Any]] = {}
-    for info in infos:
-        parts = posixpath.relpath(info.path, folder).split("/")
-        if info.type != pafs.FileType.File or len(parts) != 2 or parts[1].startswith(("_", ".")):
-            continue
-        run = runs.setdefault(parts[0], {"files": {}, "modified": None})
-        run["files"][parts[1]] = info.size
-        mtime = info.mtime.astimezone(timezone.utc) if info.mtime else datetime.fromtimestamp(0, timezone.utc)
-        run["modified"] = max(filter(None, [run["modified"], mtime]))
-    found = [RunArtifacts(run_id, dict(sorted(r["files"].items())), r["modified"]) for run_id, r in runs.items()]
+    found = []
+    for run in storage.child_folders("artifacts", cluster):
+        files = {name: info.size for name, info in sorted(run.files.items())
+                 if "/" not in name and not name.startswith(("_", "."))}
+        if files:
+            found.append(RunArtifacts(run.name, files, datetime.fromtimestamp(run.newest, timezone.utc)))
     return sorted(found, key=lambda r: (r.modified, r.run_id), reverse=True)
 
 

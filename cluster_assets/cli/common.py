@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from tabulate import tabulate
 
 from cluster_assets.resources import STORAGE_ENV, default_storage_root
 from cluster_assets.storage import Storage
+
+if TYPE_CHECKING:
+    from cluster_assets.spec import LoadedDefinition
 
 storage_option = click.option(
     "--storage", "storage_root", metavar="ROOT", default=None,
@@ -19,6 +22,12 @@ storage_option = click.option(
 
 def open_storage(root: str | None) -> Storage:
     return Storage(root or default_storage_root())
+
+
+def find_definition(loaded: Iterable[LoadedDefinition], name: str) -> LoadedDefinition | None:
+    """The definition ``name`` names: by its cluster_name, or by its Dagster group name (what the UI shows;
+    loading refuses two definitions with one group name)."""
+    return next((d for d in loaded if name in (d.spec.cluster_name, d.spec.group_name)), None)
 
 
 def fail(message: str) -> NoReturn:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import yaml
 
-from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option, warn
+from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option, warn
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, DefinitionError, LoadedDefinition
 from cluster_assets.stages import layout
@@ -225,7 +225,7 @@ def show(cluster: str, as_json: bool, folder: Path | None, storage_root: str | N
     """One definition: its fields, asset keys, enrichment targets and which stage outputs exist."""
     storage = open_storage(storage_root)
     loaded, problems = _loadable(_folder(folder), storage)
-    match = next((d for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
+    match = find_definition(loaded, cluster)
     if match is None:
         known = ", ".join(d.spec.cluster_name for d in loaded) or "none"
         hint = f"; {len(problems)} file(s) have problems (see `cluster-assets definitions validate`)" if problems else ""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cluster_assets.cli.common import fail, failure_lines
+from cluster_assets.cli.common import fail, failure_lines, find_definition
 
 
 @click.command("enrich")
@@ -51,10 +51,11 @@ def enrich_command(cluster: str, run_id: str | None, target: str | None, fields:
     overrides = {"run_id": run_id, "target_collection_id": target, "fields": enrich_runs.parse_fields(fields)}
     config = enrich_runs.EnrichConfig(**{**request, **{k: v for k, v in overrides.items() if v is not None}})
     loaded, problems = load_definitions(default_definitions_dir())
-    spec = next((d.spec for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
-    if spec is None:
+    found = find_definition(loaded, cluster)
+    if found is None:
         problem = next((str(p) for p in problems if cluster in str(p)), None)
         fail(problem or f"no valid definition named {cluster!r}")
+    spec = found.spec
     storage = Storage(default_storage_root())
     instance = dg.DagsterInstance.get()
     # refused here, before a run starts, so a bad request writes nothing and leaves no failed run behind

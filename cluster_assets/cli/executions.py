@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from cluster_assets import history, triggers
-from cluster_assets.cli.common import echo_table, fail
+from cluster_assets.cli.common import echo_table, fail, find_definition
 from cluster_assets.cli.definitions import SHOW_SECTIONS, ShowContext
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, CronTrigger, IntervalTrigger, load_definitions
@@ -58,8 +58,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def _find(cluster: str, folder: Path | None) -> ClusterDefinition | None:
-    loaded, _ = load_definitions(folder or default_definitions_dir())
-    return next((d.spec for d in loaded if cluster in (d.spec.cluster_name, d.spec.group_name)), None)
+    found = find_definition(load_definitions(folder or default_definitions_dir())[0], cluster)
+    return found.spec if found else None
 
 
 @click.command("executions")

@@ -14,7 +14,7 @@ import click
 
 from cluster_assets import map_html
 from cluster_assets.cli.artifacts import list_runs
-from cluster_assets.cli.common import fail, open_storage, storage_option
+from cluster_assets.cli.common import fail, find_definition, open_storage, storage_option
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, check_safe_id, load_definitions
 from cluster_assets.stages import layout
@@ -22,14 +22,14 @@ from cluster_assets.stages.map import write_run_map
 from cluster_assets.storage import Storage
 
 
-def find_definition(cluster: str, folder: Path | None) -> ClusterDefinition:
+def load_definition(cluster: str, folder: Path | None) -> ClusterDefinition:
     folder = folder or default_definitions_dir()
     loaded, _ = load_definitions(folder)
-    for item in loaded:
-        if item.spec.cluster_name == cluster:
-            return item.spec
-    names = ", ".join(sorted(i.spec.cluster_name for i in loaded)) or "none"
-    fail(f"no valid definition named {cluster!r} in {folder} (definitions: {names})")
+    found = find_definition(loaded, cluster)
+    if found is None:
+        names = ", ".join(sorted(i.spec.cluster_name for i in loaded)) or "none"
+        fail(f"no valid definition named {cluster!r} in {folder} (definitions: {names})")
+    return found.spec
 
 
 def choose_run(storage: Storage, cluster: str, run_id: str | None, needs: str = layout.MEMBERS_ARTIFACT) -> str:
@@ -65,7 +65,8 @@ def map_command(cluster: str, run_id: str | None, open_browser: bool, output: Pa
         check_safe_id(cluster, "cluster name")
     except ValueError as exc:
         fail(str(exc))
-    spec = find_definition(cluster, definitions_dir)
+    spec = load_definition(cluster, definitions_dir)
+    cluster = spec.cluster_name  # it may have been named by its group name
     storage = open_storage(storage_root)
     chosen = choose_run(storage, cluster, run_id)
     uri = write_run_map(storage, spec, chosen, max_points)

@@ -10,17 +10,9 @@ import datetime as dt
 import click
 
 from cluster_assets import retention
-from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option
+from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import load_definitions
-
-
-def runs_in_progress(instance) -> set[str]:
-    import dagster as dg
-
-    unfinished = [s for s in dg.DagsterRunStatus if s not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                                             dg.DagsterRunStatus.CANCELED)]
-    return {r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=unfinished))}
 
 
 def _day(timestamp: float) -> str:
@@ -38,14 +30,19 @@ def prune_command(cluster: str | None, dry_run: bool, show_kept: bool, storage_r
 
     Never deleted: the current fit and the one before it, their samples, the newest keep_fits fits, anything
     younger than keep_days, what a promoted taxonomy came from, and the outputs of runs still in progress
-    in the Dagster instance of DAGSTER_HOME. Source and enriched collections are never touched.
+    in the Dagster instance of DAGSTER_HOME (a run `executions` shows DEAD is not). Source and enriched
+    collections are never touched.
     """
     from cluster_assets.cli.executions import NoInstance, open_instance
+    from cluster_assets.history import runs_in_progress
 
     loaded, _ = load_definitions(default_definitions_dir())
-    specs = [d.spec for d in loaded if cluster in (None, d.spec.cluster_name)]
-    if cluster and not specs:
-        fail(f"no valid definition named {cluster!r} (valid: {', '.join(d.spec.cluster_name for d in loaded) or 'none'})")
+    specs = [d.spec for d in loaded]
+    if cluster:
+        found = find_definition(loaded, cluster)
+        if found is None:
+            fail(f"no valid definition named {cluster!r} (valid: {', '.join(s.cluster_name for s in specs) or 'none'})")
+        specs = [found.spec]
     try:
         with open_instance() as instance:
             in_progress = runs_in_progress(instance)
@@ -53,9 +50,10 @@ def prune_command(cluster: str | None, dry_run: bool, show_kept: bool, storage_r
         fail(f"{exc}; prune needs it to see the runs in progress")
     storage = open_storage(storage_root)
     verb = "would delete" if dry_run else "deleted"
+    promoted = retention.promoted_runs(storage)
     rows = []
     for spec in specs:
-        plan = retention.plan(storage, spec.cluster_name, spec.retention, in_progress)
+        plan = retention.plan(storage, spec, in_progress, promoted.get(spec.cluster_name, {}))
         if not dry_run:
             retention.prune(storage, plan.doomed)
         rows += [(spec.cluster_name, verb, e.kind, e.id, _day(e.written), storage.uri(*e.parts)) for e in plan.doomed]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cluster_assets.cli.common import fail, failure_lines
+from cluster_assets.cli.common import fail, failure_lines, find_definition
 
 
 @click.command("run")
@@ -28,7 +28,10 @@ def run_command(cluster: str | None, run_all: bool) -> None:
     if bool(cluster) == run_all:
         fail("name one definition, or give --all")
     loaded, problems = load_definitions(default_definitions_dir())
-    specs = [d.spec for d in loaded if run_all or d.spec.cluster_name == cluster]
+    specs = [d.spec for d in loaded]
+    if not run_all:
+        found = find_definition(loaded, cluster)
+        specs = [found.spec] if found else []
     if not specs:
         known = ", ".join(d.spec.cluster_name for d in loaded) or "none"
         problem = next((str(p) for p in problems if cluster and cluster in str(p)), None)

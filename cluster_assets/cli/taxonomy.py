@@ -15,7 +15,7 @@ import click
 
 from cluster_assets import taxonomy as tx
 from cluster_assets.cli.artifacts import list_runs
-from cluster_assets.cli.common import echo_table, fail, open_storage, storage_option, warn
+from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option, warn
 from cluster_assets.cli.map import choose_run
 from cluster_assets.resources import default_definitions_dir
 from cluster_assets.spec import check_safe_id, load_definitions
@@ -84,7 +84,8 @@ def promote(cluster: str, name: str, run_id: str | None, clusters: tuple[str, ..
     if chosen in with_members and with_members.index(chosen) + 1 < len(with_members):
         previous = with_members[with_members.index(chosen) + 1]
     loaded, _ = load_definitions(definitions_dir or default_definitions_dir())
-    features = next((i.spec.feature_addresses for i in loaded if i.spec.cluster_name == cluster), None)
+    found = find_definition(loaded, cluster)
+    features = found.spec.feature_addresses if found else None
     try:
         promotion = tx.promote(storage, cluster, chosen, name, clusters=_cluster_ids(clusters), min_size=min_size,
                                previous_run_id=previous, max_change=max_change, force=force,

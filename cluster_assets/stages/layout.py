@@ -59,8 +59,12 @@ def file_parts(spec: ClusterDefinition, fit_id: str, partition: str, name: str) 
     return cluster_parts(spec, "fits", fit_id, "files", collection_id, file_name, name)
 
 
+def artifacts_parts(spec: ClusterDefinition, *names: str) -> tuple[str, ...]:
+    return ("artifacts", spec.cluster_name, *names)
+
+
 def artifact_parts(spec: ClusterDefinition, run_id: str, name: str) -> tuple[str, ...]:
-    return ("artifacts", spec.cluster_name, run_id, name)
+    return artifacts_parts(spec, run_id, name)
 
 
 def partition_key(collection_id: str, file_name: str) -> str:
