@@ -109,10 +109,14 @@ class Storage:
             self.fs = pafs.LocalFileSystem()
             self.base = str(Path(root).expanduser().resolve())
             self.scheme = ""
-        self._boto3_client = None  # made by the first S3 move, then reused
+        self._boto3_client = None  # made by the first S3 write or move, then reused: a client costs ~17 ms
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r})"
+
+    def __getstate__(self) -> dict:
+        # a Storage travels to Ray workers and process pools; each makes its own client
+        return {**self.__dict__, "_boto3_client": None}
 
     # --- paths ------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -177,7 +181,7 @@ class Storage:
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, _, key = self.path(*parts).partition("/")
-        upload = MultipartUpload(bucket, key)
+        upload = MultipartUpload(bucket, key, client=self._s3_client())
         stream = pa.PythonFile(upload, mode="w")
         try:
             yield stream

@@ -288,3 +288,17 @@ def test_move_replaces_the_target_and_names_a_missing_source(local_or_s3):
     with pytest.raises(FileNotFoundError, match=re.escape(storage.path("assets", "blobs", "model.pkl"))):
         storage.move(("assets", "blobs", "model.pkl"), ("assets", "blobs", "again.pkl"))
     assert not storage.exists("assets", "blobs", "again.pkl")
+
+
+def test_a_storage_that_has_written_to_s3_still_travels_to_other_processes(local_or_s3):
+    """Writes and moves share one S3 client per Storage; a pickled copy (Ray tasks, process pools) makes its own."""
+    import pickle
+
+    storage = local_or_s3
+    storage.write_bytes(b"one", "a", "x")
+    storage.write_bytes(b"two", "a", "y")
+    if storage.scheme:
+        assert storage._boto3_client is not None
+    copy = pickle.loads(pickle.dumps(storage))
+    copy.write_bytes(b"three", "a", "z")
+    assert [storage.read_bytes("a", n) for n in ("x", "y", "z")] == [b"one", b"two", b"three"]
