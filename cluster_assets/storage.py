@@ -337,16 +337,22 @@ class Storage:
                                   f"(removed since it was listed)")
         return info
 
-    def iter_file(self, collection_id: str, file_name: str, columns: list[str] | None = None,
-                  batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """One file of a collection, batch by batch; errors name the collection and the file."""
+    def open_file(self, collection_id: str, file_name: str) -> pq.ParquetFile:
+        """One file of a collection, its footer read; errors name the collection and the file."""
         where = f"collection {collection_id!r}, file {file_name}"
         try:
-            parquet = self._parquet_file(self.file_path(collection_id, file_name))
+            return self._parquet_file(self.file_path(collection_id, file_name))
         except FileNotFoundError:
             raise CollectionError(f"{where} is gone (removed since it was listed)") from None
         except (pa.ArrowInvalid, OSError) as exc:
             raise CollectionError(f"{where} cannot be read: {exc}") from None
+
+    def iter_file(self, collection_id: str, file_name: str, columns: list[str] | None = None,
+                  batch_size: int = 65_536, opened: pq.ParquetFile | None = None) -> Iterator[pa.RecordBatch]:
+        """One file of a collection (``opened``: it, by ``open_file``), batch by batch; errors name the
+        collection and the file."""
+        where = f"collection {collection_id!r}, file {file_name}"
+        parquet = opened or self.open_file(collection_id, file_name)
         absent = [c for c in columns or [] if c not in parquet.schema_arrow.names]
         if absent:
             raise CollectionError(f"{where} has no column {absent[0]!r}; columns: "

@@ -130,7 +130,8 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
     assigned = read_assignments(storage, spec, fit_id, partition)
     index = pd.Index(assigned.column(ID).to_numpy(zero_copy_only=False))
     cluster_of = assigned.column("cluster_id").to_numpy()
-    schema = storage.parquet_file(*storage.collection_parts(cid), name).schema_arrow
+    source = storage.open_file(cid, name)
+    schema = source.schema_arrow
     columns = carried_columns(schema, spec)
     missing = [c for c in columns if c not in schema.names]
     if missing:
@@ -144,7 +145,7 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
 
     def batches():
         nonlocal unassigned
-        for batch in storage.iter_file(cid, name, columns, BATCH):
+        for batch in storage.iter_file(cid, name, columns, BATCH, opened=source):
             table = pa.Table.from_batches([batch])
             if spec.multiple_sources_per_target(cid):
                 table = _set(table, "source_collection_id", pa.array([cid] * len(table), pa.string()))
