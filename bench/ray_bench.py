@@ -69,16 +69,11 @@ def write_data(storage, docs: int, files: int, seed: int = 0) -> None:
 
 def context(root: str, fit_id: str | None = None):
     from cluster_assets.spec import ClusterDefinition
-    from cluster_assets.stages import StageContext
-    from cluster_assets.stages.sample import source_files
+    from cluster_assets.stages import plain_context
     from cluster_assets.storage import Storage
 
-    storage = Storage(root)
     spec = ClusterDefinition.model_validate(spec_body())
-    files = list(source_files(storage, spec))
-    run_id = fit_id or uuid.uuid4().hex
-    return StageContext(storage, spec, run_id, sample_id=run_id, fit_id=run_id, partitions=files,
-                        all_partitions=files)
+    return plain_context(Storage(root), spec, fit_id or uuid.uuid4().hex)
 
 
 def prepare(root: str, docs: int, files: int) -> str:
