@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from cluster_assets.processes import process_alive, this_host
 from cluster_assets.triggers import TAG_CLUSTER, TAG_DEFINITION, TAG_TRIGGER
@@ -26,6 +25,9 @@ from cluster_assets.triggers import TAG_CLUSTER, TAG_DEFINITION, TAG_TRIGGER
 SCAN_LIMIT = 2_000  # most recent runs looked at when listing one definition's runs
 TAG_HOST = "cluster_assets/host"
 DEAD = "DEAD"  # the status shown for a STARTED run whose process is gone
+# Dagster's in-progress statuses (its private IN_PROGRESS_RUN_STATUSES): started and not ended
+IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
+               dg.DagsterRunStatus.SUSPENDED]
 
 
 def record_run_host(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
@@ -55,7 +57,7 @@ def dead_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
 def runs_in_progress(instance: dg.DagsterInstance) -> set[str]:
     """The ids of the runs that started and have not ended (Dagster's in-progress statuses), DEAD runs left out:
     their process is gone, they write nothing more. Queued runs are not in progress: they have written nothing."""
-    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS))
     return {run.run_id for run in runs if dead_process(instance, run) is None}
 
 

@@ -13,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cluster_assets"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
-def imported_modules() -> dict[str, str]:
-    """Top-level module -> the first file importing it (module-level and function-level imports)."""
-    found: dict[str, str] = {}
+def imports() -> list[tuple[str, str]]:
+    """(module, file importing it) for every import of the package, module-level and function-level."""
+    found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
@@ -24,8 +24,15 @@ def imported_modules() -> dict[str, str]:
                 names = [node.module]
             else:
                 continue
-            for name in names:
-                found.setdefault(name, str(path.relative_to(PACKAGE.parent)))
+            found += [(name, str(path.relative_to(PACKAGE.parent))) for name in names]
+    return found
+
+
+def imported_modules() -> dict[str, str]:
+    """Top-level module -> the first file importing it."""
+    found: dict[str, str] = {}
+    for name, where in imports():
+        found.setdefault(name, where)
     return found
 
 
@@ -61,9 +68,16 @@ def test_every_third_party_import_is_a_declared_dependency():
     assert not missing, "\n".join(missing)
 
 
+# The one module allowed Dagster's internals: the instance storage subclasses Dagster's SQLite and PostgreSQL
+# storages to mend their pool-slot claim (storages are not exported by dagster); test_instance_storage.py
+# shows Dagster's own claim still racing, so a Dagster release that changes them fails there first.
+PRIVATE_DAGSTER_ALLOWED = {"cluster_assets/instance_storage.py"}
+
+
 def test_no_private_dagster_modules_are_imported():
-    private = [f"{where}: {module}" for module, where in imported_modules().items()
-               if module.startswith("dagster") and any(p.startswith("_") for p in module.split(".")[1:])]
+    private = [f"{where}: {module}" for module, where in imports()
+               if module.startswith("dagster") and any(p.startswith("_") for p in module.split(".")[1:])
+               and where not in PRIVATE_DAGSTER_ALLOWED]
     assert not private, private
 
 
