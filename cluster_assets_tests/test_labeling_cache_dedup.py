@@ -179,3 +179,33 @@ def test_contrast_reasks_near_duplicates_with_their_neighbours_labels(openai_ser
     by_id = {l.cluster_id: l for l in merged.labels}
     assert by_id[1].label == by_id[0].label == "Running shoes"
     assert by_id[0].extra["merged_with"] == [1] and by_id[2].extra["merged_with"] == []
+
+
+def test_contrast_reasks_are_counted_in_the_calls_and_tokens_paid(openai_server, storage):
+    refused = []
+
+    def answers(body: dict) -> dict:
+        cluster = int(documents(body)[0].split()[1].split("-")[0])
+        if "Other clusters of this collection" in json.dumps(body):
+            if not refused:  # the first contrast answer is invalid: asked again, a retry paid for
+                refused.append(cluster)
+                return {"label": " ", "summary": "s", "keywords": ["x"], "confidence": 0.5}
+            return {"label": f"Trail running shoes {cluster}", "summary": "s", "keywords": ["trail"], "confidence": 0.7}
+        return same_label_answers(body)
+
+    openai_server.answer = answers
+    outcome, labels = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    assert labels[1] == "Trail running shoes 1" and outcome.metadata["dedup_reasked"] == 1
+    paid = openai_server.completions()
+    assert len(paid) == 4 + 2  # a request per cluster, then the contrast re-ask and its retry
+    meta = outcome.metadata
+    assert (meta["llm_calls"], meta["retries"]) == (len(paid), 1)
+    assert meta["input_tokens"] == sum(r.input_tokens for r in paid) > 0
+    assert meta["output_tokens"] == sum(r.output_tokens for r in paid) > 0
+    assert (meta["cache_hits"], meta["cache_misses"]) == (0, 5)  # every request looked up, the re-ask too
+
+    # the same run again pays nothing: the labels and the contrasted answer come from the cache
+    again, _ = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    assert len(openai_server.completions()) == len(paid)
+    assert (again.metadata["llm_calls"], again.metadata["input_tokens"], again.metadata["output_tokens"]) == (0, 0, 0)
+    assert (again.metadata["cache_hits"], again.metadata["cache_misses"]) == (5, 0)

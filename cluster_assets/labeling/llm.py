@@ -213,7 +213,7 @@ class LLMLabeler:
             deduped = self.dedup(deduped.labels, requests)
             if deduped.warning:
                 warnings.append(deduped.warning)
-        metadata = {**self.metadata(results), **deduped.metadata}
+        metadata = {**self.metadata(results, deduped.reasked), **deduped.metadata}
         if metadata.get("fallback_reason"):
             warnings.append(f"labels fall back to data-derived labels for {metadata['fallbacks']} of "
                             f"{len(results)} clusters: {metadata['fallback_reason']}")
