@@ -30,8 +30,8 @@ from cluster_assets.labeling.inputs import (
     sigv4_s3_client,
 )
 from cluster_assets.labeling.prompts import (
-    CONTRAST_PROMPT, MAX_CLUSTERS_PER_REQUEST, Prompt, asks_for_clusters, build_batch_prompt, build_parent_prompt, build_prompt,
-    cluster_ref,
+    CONTRAST_PROMPT, MAX_CLUSTERS_PER_REQUEST, Prompt, asks_for_clusters, build_batch_prompt, build_parent_prompt,
+    build_prompt, cluster_ref,
 )
 from cluster_assets.labeling.providers.base import Completion, Provider
 from cluster_assets.secrets import redact_url
