@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
 from cluster_assets.storage import Storage
 
@@ -75,13 +75,12 @@ class _LLMKeys(dg.ConfigurableResource):
 
 # One optional key field per provider of the registry (``<provider>_api_key``); repr=False: a resolved
 # resource's repr must never show a key.
-LLMResource = type("LLMResource", (_LLMKeys,), {
-    "__module__": __name__,
-    "__doc__": "The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall "
-               "back to data labels). ``s3://`` media URLs are presigned with boto3's default credentials.",
-    "__annotations__": {field: str | None for field in LLM_KEY_VARIABLES},
-    **{field: Field(default=None, repr=False) for field in LLM_KEY_VARIABLES},
-})
+LLMResource = create_model(
+    "LLMResource", __base__=_LLMKeys, __module__=__name__,
+    __doc__="The LLM providers' API keys (``dg.EnvVar``s; an unset one stays None and its definitions fall "
+            "back to data labels). ``s3://`` media URLs are presigned with boto3's default credentials.",
+    **{field: (str | None, Field(default=None, repr=False)) for field in LLM_KEY_VARIABLES},
+)
 
 
 def llm_resource() -> LLMResource:

@@ -68,6 +68,8 @@ class Recorded:
     body: dict
     started: float
     finished: float = 0.0
+    input_tokens: int = 0  # the usage the reply reported
+    output_tokens: int = 0
 
 
 # --- request inspection ---------------------------------------------------------------------------
@@ -147,6 +149,15 @@ def default_answer(body: dict) -> dict:
         answer["keywords"] = first.split()[:5] or ["media"]
     answer["confidence"] = 0.9
     return answer
+
+
+def reported_usage(payload: dict) -> tuple[int, int]:
+    """(input, output) tokens of a completion reply in either wire format; (0, 0) for anything else."""
+    usage = payload.get("usage") if "choices" in payload or payload.get("type") == "message" else None
+    if not usage:
+        return 0, 0
+    return (usage.get("prompt_tokens", usage.get("input_tokens", 0)),
+            usage.get("completion_tokens", usage.get("output_tokens", 0)))
 
 
 def hashed_embedding(text: str, dims: int = 64) -> list[float]:
@@ -277,6 +288,7 @@ class FakeLLMServer:
                     with server._lock:
                         server.in_flight -= 1
                     record.finished = time.monotonic()
+                record.input_tokens, record.output_tokens = reported_usage(payload)
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)

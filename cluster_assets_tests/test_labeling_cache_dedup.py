@@ -9,7 +9,7 @@ import pytest
 
 from cluster_assets.labeling import choose_labeler
 from cluster_assets.labeling.cache import CACHE_PARTS, LabelCache
-from cluster_assets.labeling.dedup import dedup_labels, local_vectors, normalise
+from cluster_assets.labeling.dedup import ComparedLabels, dedup_labels, local_vectors, merge_groups, normalise
 from cluster_assets_tests.llm_servers import (  # noqa: F401 - fixtures
     KEY, anthropic_server, definition, documents, evidence, no_llm_environment, openai_server, text_mappings,
 )
@@ -123,15 +123,14 @@ def test_dedup_threshold_decides_what_counts_as_a_duplicate():
     names = ["Trail running shoes", "Trail running shoe", "Espresso machines"]
     vectors = normalise(local_vectors(names))
     similarity = float(vectors[0] @ vectors[1])
-    strict, renamed = dedup_labels([0, 1, 2], names, [["a"], ["trail", "kids"], ["b"]], [5, 3, 9], vectors,
-                                   threshold=similarity + 0.01)
+    compared = ComparedLabels.of([0, 1, 2], names, [5, 3, 9], vectors)
+    strict, renamed = dedup_labels(compared, [["a"], ["trail", "kids"], ["b"]], threshold=similarity + 0.01)
     assert strict == names and renamed == []
-    loose, renamed = dedup_labels([0, 1, 2], names, [["a"], ["trail", "kids"], ["b"]], [5, 3, 9], vectors,
-                                  threshold=similarity - 0.01)
+    loose, renamed = dedup_labels(compared, [["a"], ["trail", "kids"], ["b"]], threshold=similarity - 0.01)
     assert loose == ["Trail running shoes", "Trail running shoe (kids)", "Espresso machines"]  # 'trail' is taken
     assert renamed[0].similar_to == 0 and np.isclose(renamed[0].similarity, similarity, atol=1e-4)
-    fallback_suffix, _ = dedup_labels([0, 7], ["Books", "books"], [[], ["books"]], [2, 1],
-                                      normalise(local_vectors(["Books", "books"])), 0.5)
+    books = ComparedLabels.of([0, 7], ["Books", "books"], [2, 1], normalise(local_vectors(["Books", "books"])))
+    fallback_suffix, _ = dedup_labels(books, [[], ["books"]], 0.5)
     assert fallback_suffix == ["Books", "books (cluster 7)"]
     assert json.dumps(fallback_suffix)
 
@@ -140,20 +139,20 @@ def test_no_two_clusters_share_a_label_after_dedup():
     # three near-identical labels: the dedup gave the second and the third the same suffix ("trail")
     names = ["Running Shoes", "Running Shoes", "Running Shoes"]
     vectors = normalise(local_vectors(names))
-    out, renamed = dedup_labels([0, 1, 2], names, [["road"], ["trail"], ["trail", "kids"]], [9, 5, 3], vectors, 0.8)
+    out, renamed = dedup_labels(ComparedLabels.of([0, 1, 2], names, [9, 5, 3], vectors),
+                                [["road"], ["trail"], ["trail", "kids"]], 0.8)
     assert len({n.lower() for n in out}) == 3, out
     assert out == ["Running Shoes", "Running Shoes (trail)", "Running Shoes (kids)"]
     # an exact repeat is a duplicate whatever the threshold
-    out, _ = dedup_labels([0, 1], ["Online Ads", "Online Ads"], [["ads"], ["ads"]], [2, 1], np.eye(2), 0.99)
+    out, _ = dedup_labels(ComparedLabels.of([0, 1], ["Online Ads", "Online Ads"], [2, 1], np.eye(2)),
+                          [["ads"], ["ads"]], 0.99)
     assert out == ["Online Ads", "Online Ads (cluster 1)"]
 
 
 def test_merge_strategy_records_which_clusters_share_a_label():
-    from cluster_assets.labeling.dedup import merge_groups
-
     names = ["Running shoes", "Running Shoes!", "Coffee makers", "running shoes"]
     vectors = normalise(local_vectors(names))
-    out, merged = merge_groups([0, 1, 2, 3], names, [40, 30, 20, 10], vectors, 0.6)
+    out, merged = merge_groups(ComparedLabels.of([0, 1, 2, 3], names, [40, 30, 20, 10], vectors), 0.6)
     assert out == ["Running shoes", "Running shoes", "Coffee makers", "Running shoes"]
     assert merged == [[1, 3], [0, 3], [], [0, 1]]
 
@@ -180,3 +179,33 @@ def test_contrast_reasks_near_duplicates_with_their_neighbours_labels(openai_ser
     by_id = {l.cluster_id: l for l in merged.labels}
     assert by_id[1].label == by_id[0].label == "Running shoes"
     assert by_id[0].extra["merged_with"] == [1] and by_id[2].extra["merged_with"] == []
+
+
+def test_contrast_reasks_are_counted_in_the_calls_and_tokens_paid(openai_server, storage):
+    refused = []
+
+    def answers(body: dict) -> dict:
+        cluster = int(documents(body)[0].split()[1].split("-")[0])
+        if "Other clusters of this collection" in json.dumps(body):
+            if not refused:  # the first contrast answer is invalid: asked again, a retry paid for
+                refused.append(cluster)
+                return {"label": " ", "summary": "s", "keywords": ["x"], "confidence": 0.5}
+            return {"label": f"Trail running shoes {cluster}", "summary": "s", "keywords": ["trail"], "confidence": 0.7}
+        return same_label_answers(body)
+
+    openai_server.answer = answers
+    outcome, labels = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    assert labels[1] == "Trail running shoes 1" and outcome.metadata["dedup_reasked"] == 1
+    paid = openai_server.completions()
+    assert len(paid) == 4 + 2  # a request per cluster, then the contrast re-ask and its retry
+    meta = outcome.metadata
+    assert (meta["llm_calls"], meta["retries"]) == (len(paid), 1)
+    assert meta["input_tokens"] == sum(r.input_tokens for r in paid) > 0
+    assert meta["output_tokens"] == sum(r.output_tokens for r in paid) > 0
+    assert (meta["cache_hits"], meta["cache_misses"]) == (0, 5)  # every request looked up, the re-ask too
+
+    # the same run again pays nothing: the labels and the contrasted answer come from the cache
+    again, _ = dedup_run(openai_server, storage, embedding_similarity_threshold=0.8, dedup_strategy="contrast")
+    assert len(openai_server.completions()) == len(paid)
+    assert (again.metadata["llm_calls"], again.metadata["input_tokens"], again.metadata["output_tokens"]) == (0, 0, 0)
+    assert (again.metadata["cache_hits"], again.metadata["cache_misses"]) == (5, 0)

@@ -100,7 +100,7 @@ def test_a_key_echoed_in_an_answer_is_scrubbed_before_it_is_cached_or_returned(o
     assert leaks(repr(outcome.labels) + json.dumps(outcome.metadata) + cached.decode()) == []
 
     # An entry cached before answers were scrubbed is scrubbed when read.
-    LabelCache(storage, 3600).put(labeler.key_for(labeler.prompt_for(items[0])[0]),
+    LabelCache(storage, 3600).put(labeler.key_for(labeler.request_for(items[0]).prompt),
                                   {"label": f"Old {GATEWAY_KEY}", "summary": SUFFIX, "keywords": [], "confidence": 1})
     again = labeler.label(items)
     assert again.metadata["cache_hits"] == 1 and again.labels[0].label == "Old [redacted]"
@@ -174,7 +174,7 @@ def test_the_cache_key_holds_no_credentials_of_media_urls_or_the_endpoint(openai
         labeler = choose_labeler(definition(base_url=base_url, labeling_inputs=IMAGE_MAPPINGS), {"openai": GATEWAY_KEY})
         item = evidence(clusters=1, documents=1)[0]
         item.representatives[0]["document_blobs"][0]["url"] = image
-        return labeler.key_for(labeler.prompt_for(item)[0])
+        return labeler.key_for(labeler.request_for(item).prompt)
 
     endpoint = openai_server.base_url.replace("://", "://alice:{}@")
     image = "https://cdn.example/img.png?X-Amz-Credential={0}&X-Amz-Signature={0}&X-Amz-Security-Token={0}"

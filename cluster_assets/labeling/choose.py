@@ -31,13 +31,13 @@ def choose_labeler(spec: ClusterDefinition, keys: Mapping[str, str | None] | Non
     shape_types = extra_types(config.response_shape)
     entry = PROVIDERS[config.provider]
     key = keys.get(config.provider) if keys is not None else key_from_environment(config.provider, environ)
-    if not key and entry.needs_key:
+    if not key:
         names = KEY_VARIABLES[config.provider]
         return DataLabeler(f"no API key for {config.provider}: set {' or '.join(names)}", shape_types)
     from cluster_assets.labeling.llm import LLMLabeler
 
     provider = entry(
-        api_key=key or "", model=config.model_name, base_url=config.base_url, timeout=config.timeout_seconds,
+        api_key=key, model=config.model_name, base_url=config.base_url, timeout=config.timeout_seconds,
         max_retries=config.max_retries, max_output_tokens=config.max_output_tokens,
         embedding_model=config.embedding_model,
     )

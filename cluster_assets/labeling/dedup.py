@@ -65,56 +65,75 @@ def label_vectors(labels: Sequence[str], embed: Callable[[list[str]], list[list[
     return normalise(local_vectors(labels)), "local_tfidf", warning
 
 
-def near_duplicates(cluster_ids: Sequence[int], labels: Sequence[str], sizes: Sequence[int], vectors: np.ndarray,
-                    threshold: float) -> dict[int, list[int]]:
-    """Index of each near-duplicate label -> the indices of the earlier (larger) labels it is close to."""
+@dataclass(frozen=True)
+class ComparedLabels:
+    """Labels in the order dedup visits them (largest cluster first, then by id) and their pairwise
+    cosine similarities: what every dedup strategy reads, computed once."""
+
+    cluster_ids: list[int]
+    labels: list[str]
+    order: list[int]
+    similarity: np.ndarray
+
+    @classmethod
+    def of(cls, cluster_ids: Sequence[int], labels: Sequence[str], sizes: Sequence[int],
+           vectors: np.ndarray) -> ComparedLabels:
+        order = sorted(range(len(labels)), key=lambda k: (-sizes[k], cluster_ids[k]))
+        vectors = np.asarray(vectors, dtype=np.float64)
+        return cls([int(c) for c in cluster_ids], list(labels), order, vectors @ vectors.T)
+
+
+def same_text(a: str, b: str) -> bool:
+    return a.strip().lower() == b.strip().lower()
+
+
+def near_duplicates(compared: ComparedLabels, threshold: float) -> dict[int, list[int]]:
+    """Index of each near-duplicate label -> the indices of the earlier (larger) labels it is close to,
+    in the order they are visited."""
+    labels, similarity = compared.labels, compared.similarity
     out: dict[int, list[int]] = {}
     kept: list[int] = []
-    for i in sorted(range(len(labels)), key=lambda k: (-sizes[k], cluster_ids[k])):
-        close = [j for j in kept if float(vectors[j] @ vectors[i]) > threshold
-                 or labels[j].strip().lower() == labels[i].strip().lower()]
+    for i in compared.order:
+        close = [j for j in kept if similarity[j, i] > threshold or same_text(labels[j], labels[i])]
         if close:
             out[i] = close
         kept.append(i)
     return out
 
 
-def dedup_labels(cluster_ids: Sequence[int], labels: Sequence[str], keywords: Sequence[Sequence[str]],
-                 sizes: Sequence[int], vectors: np.ndarray, threshold: float) -> tuple[list[str], list[Renamed]]:
+def dedup_labels(compared: ComparedLabels, keywords: Sequence[Sequence[str]],
+                 threshold: float) -> tuple[list[str], list[Renamed]]:
     """New labels (same order as given), no two alike (case-insensitive), and the renames made."""
+    labels, ids, similarity = compared.labels, compared.cluster_ids, compared.similarity
     out = list(labels)
     renamed: list[Renamed] = []
     kept: list[int] = []
     given: set[str] = set()
-    for i in sorted(range(len(labels)), key=lambda k: (-sizes[k], cluster_ids[k])):
+    for i in compared.order:
         if kept:
-            sims = vectors[kept] @ vectors[i]
+            sims = similarity[kept, i]
             best = int(np.argmax(sims))
             if sims[best] > threshold or labels[i].strip().lower() in given:
-                j = kept[best] if sims[best] > threshold else next(k for k in kept if out[k].strip().lower()
-                                                                     == labels[i].strip().lower())
+                j = kept[best] if sims[best] > threshold else next(k for k in kept if same_text(out[k], labels[i]))
                 taken = " ".join([labels[i], *(out[k] for k in kept)]).lower()
                 suffix = next((w for w in keywords[i] if w and w.lower() not in taken
                                and f"{labels[i]} ({w})".lower() not in given), None)
-                out[i] = f"{labels[i]} ({suffix})" if suffix else f"{labels[i]} (cluster {cluster_ids[i]})"
-                renamed.append(Renamed(int(cluster_ids[i]), labels[i], out[i], int(cluster_ids[j]),
-                                       round(float(vectors[j] @ vectors[i]), 4)))
+                out[i] = f"{labels[i]} ({suffix})" if suffix else f"{labels[i]} (cluster {ids[i]})"
+                renamed.append(Renamed(ids[i], labels[i], out[i], ids[j], round(float(similarity[j, i]), 4)))
         given.add(out[i].strip().lower())
         kept.append(i)
     return out, renamed
 
 
-def merge_groups(cluster_ids: Sequence[int], labels: Sequence[str], sizes: Sequence[int], vectors: np.ndarray,
-                 threshold: float) -> tuple[list[str], list[list[int]]]:
+def merge_groups(compared: ComparedLabels, threshold: float) -> tuple[list[str], list[list[int]]]:
     """Labels merged on purpose: each near duplicate takes the label of the larger cluster it is
     closest to, and every cluster of a group lists the others' ids (``merged_with``; empty alone)."""
-    out = list(labels)
-    group = list(range(len(labels)))
-    for i, close in sorted(near_duplicates(cluster_ids, labels, sizes, vectors, threshold).items(),
-                           key=lambda item: (-sizes[item[0]], cluster_ids[item[0]])):
-        j = max(close, key=lambda k: float(vectors[k] @ vectors[i]))
+    ids = compared.cluster_ids
+    out = list(compared.labels)
+    group = list(range(len(out)))
+    for i, close in near_duplicates(compared, threshold).items():
+        j = close[int(np.argmax(compared.similarity[close, i]))]
         group[i] = group[j]
         out[i] = out[j]
-    merged = [[int(cluster_ids[k]) for k in range(len(labels)) if k != i and group[k] == group[i]]
-              for i in range(len(labels))]
+    merged = [[ids[k] for k in range(len(out)) if k != i and group[k] == group[i]] for i in range(len(out))]
     return out, merged

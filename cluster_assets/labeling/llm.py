@@ -1,12 +1,13 @@
 """The LLM labeler: one request per cluster, a bounded number in flight, the data label as fallback.
 
 For each cluster: the representative documents (most central first) go through
-the input mappings; the prompt is built from the templates; the cache is asked
-first; on a miss the provider is called (retries and parsing are the provider
-base class's). A cluster whose call fails in the end keeps its data-derived
-label, marked ``fallback``; the others are unaffected. Labels are optionally
-de-duplicated, and the outcome's metadata counts calls, cache hits and misses,
-retries, fallbacks, tokens and wall time.
+the input mappings and the prompt is built from the templates, once (a batch or
+a contrast re-ask reuses them); the cache is asked first; on a miss the provider
+is called (retries and parsing are the provider base class's). A cluster whose
+call fails in the end keeps its data-derived label, marked ``fallback``; the
+others are unaffected. Labels are optionally de-duplicated, and the outcome's
+metadata counts calls, cache hits and misses, retries, fallbacks, tokens (of
+every request, contrast re-asks included) and wall time.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster_assets.keywords import ClusterLabel, bounded
 from cluster_assets.labeling import dedup as dd
@@ -28,15 +29,25 @@ from cluster_assets.labeling.inputs import (
     TEXT, Part, Presigner, check_modalities, describe_mapping, document_inputs, presign_parts, s3_presigner,
     sigv4_s3_client,
 )
-from cluster_assets.labeling import prompts as prompt_templates
 from cluster_assets.labeling.prompts import (
-    MAX_CLUSTERS_PER_REQUEST, Prompt, asks_for_clusters, build_batch_prompt, build_parent_prompt, build_prompt,
-    cluster_ref,
+    CONTRAST_PROMPT, MAX_CLUSTERS_PER_REQUEST, Prompt, asks_for_clusters, build_batch_prompt, build_parent_prompt,
+    build_prompt, cluster_ref,
 )
 from cluster_assets.labeling.providers.base import Completion, Provider
 from cluster_assets.secrets import redact_url
 
 MAX_LISTED = 20  # per-cluster details kept in metadata
+NO_DOCUMENTS = "none of its documents has any of the mapped inputs"
+
+
+@dataclass
+class ClusterRequest:
+    """One cluster's request, built once: sent alone, listed in a batch, or sent again with a contrast note."""
+
+    evidence: ClusterEvidence
+    documents: list[list[Part]]  # the mapped inputs of each document that has any, most central first
+    missing: list[set[int]]  # per document looked at, the indices of the mappings it lacks
+    prompt: Prompt
 
 
 @dataclass
@@ -46,6 +57,14 @@ class ClusterResult:
     cache_hit: bool = False
     cache_miss: bool = False
     reason: str | None = None  # why this cluster fell back
+
+
+@dataclass
+class Deduped:
+    labels: list[ClusterLabel]
+    metadata: dict
+    warning: str | None = None
+    reasked: list[ClusterResult] = field(default_factory=list)  # the contrast requests
 
 
 def default_presigner(expiry_seconds: int) -> Presigner:
@@ -76,45 +95,63 @@ class LLMLabeler:
         # only the label is required of its answers, the data fill in what they leave out
         self.answer_schema = {**self.schema, "required": ["label"]} if config.custom_prompt else self.schema
 
-    def documents_for(self, evidence: ClusterEvidence) -> tuple[list, list[set[int]]]:
+    def concurrently(self, work: Callable, items: Sequence, thread_name: str) -> list:
+        """``work`` over ``items``, at most ``max_concurrency`` at once, results in order."""
+        workers = max(1, min(self.config.max_concurrency, len(items)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name) as pool:
+            return list(pool.map(work, items))
+
+    def request_for(self, evidence: ClusterEvidence) -> ClusterRequest:
         documents, missing = [], []
         for payload in evidence.representatives[: self.config.max_samples_per_cluster]:
             inputs = document_inputs(payload, self.mappings, self.config.sample_text_max_length)
             missing.append(inputs.missing)
             if inputs.parts:
                 documents.append(inputs.parts)
-        return documents, missing
-
-    # --- one cluster ----------------------------------------------------------------------------
-    def prompt_for(self, evidence: ClusterEvidence) -> tuple[Prompt, list[set[int]]]:
-        documents, missing = self.documents_for(evidence)
         prompt = build_prompt(
             cluster_id=evidence.cluster_id, count=evidence.count, keywords=evidence.keywords,
             documents=documents, schema=self.schema, custom_prompt=self.config.custom_prompt,
             include_summary=self.config.include_summary, include_keywords=self.config.include_keywords,
         )
-        return prompt, missing
+        return ClusterRequest(evidence, documents, missing, prompt)
 
+    def unfound_mappings(self, requests: list[ClusterRequest]) -> list[str]:
+        """A warning for each mapping that none of the documents looked at has."""
+        lacks = [missing for request in requests for missing in request.missing]
+        return [f"{describe_mapping(mapping, i)} was found in none of the {len(lacks)} documents sent"
+                for i, mapping in enumerate(self.mappings) if lacks and all(i in m for m in lacks)]
+
+    # --- one cluster ----------------------------------------------------------------------------
     def key_for(self, prompt: Prompt) -> str:
         return cache_key(provider=self.provider.name, model=self.provider.model,
                          base_url=redact_url(self.provider.base_url),
                          prompt=prompt.fingerprint(), schema=self.schema)
 
-    def label_one(self, evidence: ClusterEvidence, prompt: Prompt, has_documents: bool) -> ClusterResult:
-        if not has_documents:
-            return self.fallback(evidence, Completion(), "none of its documents has any of the mapped inputs")
+    def label_request(self, request: ClusterRequest) -> ClusterResult:
+        if not request.documents:
+            return self.fallback(request.evidence, Completion(), NO_DOCUMENTS)
+        return self.label_one(request.evidence, request.prompt)
+
+    def label_one(self, evidence: ClusterEvidence, prompt: Prompt) -> ClusterResult:
         key = self.key_for(prompt)
-        cached = self.cache.get(key) if self.cache else None
+        cached = self.cached(evidence, key)
         if cached is not None:
-            cached = self.provider.scrubber.value(cached)  # an entry written before answers were scrubbed
-            try:
-                answer = shape.parse_answer(json.dumps(cached), self.answer_schema)
-                return ClusterResult(self.from_answer(evidence, answer), Completion(answer=answer), cache_hit=True)
-            except shape.AnswerError:
-                pass  # an entry from an older schema: ask again
+            return cached
         result = self.ask(evidence, prompt, key)
         result.cache_miss = self.cache is not None
         return result
+
+    def cached(self, evidence: ClusterEvidence, key: str) -> ClusterResult | None:
+        """The cluster's answer from the cache; None without a cache, an entry, or with an entry the schema refuses."""
+        entry = self.cache.get(key) if self.cache else None
+        if entry is None:
+            return None
+        try:
+            # scrubbed again: an entry written before answers were scrubbed
+            answer = shape.check_answer(self.provider.scrubber.value(entry), self.answer_schema)
+        except shape.AnswerError:
+            return None  # an entry from an older schema: ask again
+        return ClusterResult(self.from_answer(evidence, answer), Completion(answer=answer), cache_hit=True)
 
     def ask(self, evidence: ClusterEvidence, prompt: Prompt, key: str) -> ClusterResult:
         try:
@@ -164,78 +201,53 @@ class LLMLabeler:
     # --- every cluster --------------------------------------------------------------------------
     def label(self, evidence: list[ClusterEvidence]) -> LabelingOutcome:
         start = time.perf_counter()
-        warnings: list[str] = []
-        prompts, documents_seen, found = [], 0, [0] * len(self.mappings)
-        for item in evidence:
-            prompt, missing = self.prompt_for(item)
-            prompts.append((prompt, any(len(m) < len(self.mappings) for m in missing) or not self.mappings))
-            documents_seen += len(missing)
-            for lacks in missing:
-                for i in range(len(self.mappings)):
-                    found[i] += i not in lacks
-        for i, mapping in enumerate(self.mappings):
-            if documents_seen and not found[i]:
-                warnings.append(f"{describe_mapping(mapping, i)} was found in none of the {documents_seen} documents sent")
-        has_docs = [has and bool(item.representatives) for (_, has), item in zip(prompts, evidence)]
-
+        requests = [self.request_for(item) for item in evidence]
+        warnings = self.unfound_mappings(requests)
         if self.batched:
-            results = self.label_batched(evidence, [p for p, _ in prompts], has_docs)
+            results = self.label_batched(requests)
         else:
-            workers = max(1, min(self.config.max_concurrency, len(evidence)))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
-                results = list(pool.map(lambda args: self.label_one(*args),
-                                        [(item, prompt, has) for item, (prompt, _), has
-                                         in zip(evidence, prompts, has_docs)]))
+            results = self.concurrently(self.label_request, requests, "llm-label")
 
-        labels = [r.label for r in results]
-        metadata = self.metadata(results)
-        if self.config.use_embedding_dedup and len(labels) > 1:
-            labels, dedup_meta, dedup_warning = self.dedup(labels, evidence)
-            metadata.update(dedup_meta)
-            if dedup_warning:
-                warnings.append(dedup_warning)
+        deduped = Deduped([r.label for r in results], {})
+        if self.config.use_embedding_dedup and len(results) > 1:
+            deduped = self.dedup(deduped.labels, requests)
+            if deduped.warning:
+                warnings.append(deduped.warning)
+        metadata = {**self.metadata(results, deduped.reasked), **deduped.metadata}
         if metadata.get("fallback_reason"):
             warnings.append(f"labels fall back to data-derived labels for {metadata['fallbacks']} of "
                             f"{len(results)} clusters: {metadata['fallback_reason']}")
         metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
-        return LabelingOutcome(labels, metadata["labeling_source"], metadata, warnings=warnings,
+        return LabelingOutcome(deduped.labels, metadata["labeling_source"], metadata, warnings=warnings,
                                extra_types=shape.extra_types(self.config.response_shape))
 
     # --- several clusters per request ($clusters in custom_prompt) -------------------------------
-    def label_batched(self, evidence: list[ClusterEvidence], prompts: list[Prompt],
-                      has_docs: list[bool]) -> list[ClusterResult]:
+    def label_batched(self, requests: list[ClusterRequest]) -> list[ClusterResult]:
         """The clusters not cached, at most ``MAX_CLUSTERS_PER_REQUEST`` per request; the answers mapped back
         by cluster id. Each cluster is cached under its own prompt's key, as in one-per-request labeling."""
-        results: list[ClusterResult | None] = [None] * len(evidence)
+        results: list[ClusterResult | None] = [None] * len(requests)
         todo: list[tuple[int, str]] = []
-        for i, (item, prompt, has) in enumerate(zip(evidence, prompts, has_docs)):
-            if not has:
-                results[i] = self.fallback(item, Completion(), "none of its documents has any of the mapped inputs")
+        for i, request in enumerate(requests):
+            if not request.documents:
+                results[i] = self.fallback(request.evidence, Completion(), NO_DOCUMENTS)
                 continue
-            key = self.key_for(prompt)
-            cached = self.cache.get(key) if self.cache else None
-            if cached is not None:
-                try:
-                    answer = shape.parse_answer(json.dumps(self.provider.scrubber.value(cached)), self.answer_schema)
-                    results[i] = ClusterResult(self.from_answer(item, answer), Completion(answer=answer),
-                                               cache_hit=True)
-                    continue
-                except shape.AnswerError:
-                    pass
-            todo.append((i, key))
+            key = self.key_for(request.prompt)
+            results[i] = self.cached(request.evidence, key)
+            if results[i] is None:
+                todo.append((i, key))
         groups = [todo[k:k + MAX_CLUSTERS_PER_REQUEST] for k in range(0, len(todo), MAX_CLUSTERS_PER_REQUEST)]
-        workers = max(1, min(self.config.max_concurrency, len(groups)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-label") as pool:
-            for group, answered in zip(groups, pool.map(lambda g: self.ask_group(evidence, g), groups)):
-                for (i, _), result in zip(group, answered):
-                    results[i] = result
+        answered = self.concurrently(lambda group: self.ask_group([(requests[i], key) for i, key in group]),
+                                     groups, "llm-label")
+        for group, group_results in zip(groups, answered):
+            for (i, _), result in zip(group, group_results):
+                results[i] = result
         return results  # type: ignore[return-value]
 
-    def ask_group(self, evidence: list[ClusterEvidence], group: list[tuple[int, str]]) -> list[ClusterResult]:
-        items = [evidence[i] for i, _ in group]
+    def ask_group(self, group: list[tuple[ClusterRequest, str]]) -> list[ClusterResult]:
+        items = [request.evidence for request, _ in group]
         prompt = build_batch_prompt(
             custom_prompt=self.config.custom_prompt, schema=self.schema,
-            clusters=[(e.cluster_id, e.count, e.keywords, self.documents_for(e)[0]) for e in items])
+            clusters=[(r.evidence.cluster_id, r.evidence.count, r.evidence.keywords, r.documents) for r, _ in group])
         try:
             sent = self.sendable(prompt)
         except Exception as exc:  # noqa: BLE001
@@ -271,30 +283,31 @@ class LLMLabeler:
             prompt = build_parent_prompt(node_id=parent.node_id, count=parent.count, children=parent.prompt_text(),
                                          schema=self.schema, include_summary=self.config.include_summary,
                                          include_keywords=self.config.include_keywords)
-            return self.label_one(evidence, prompt, has_documents=True)
+            return self.label_one(evidence, prompt)
 
-        workers = max(1, min(self.config.max_concurrency, len(parents)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-parent") as pool:
-            results = list(pool.map(one, parents))
+        results = self.concurrently(one, parents, "llm-parent")
         metadata = self.metadata(results)
         metadata["labeling_wall_s"] = round(time.perf_counter() - start, 3)
         return LabelingOutcome([r.label for r in results], metadata["labeling_source"], metadata)
 
-    def metadata(self, results: Sequence[ClusterResult]) -> dict:
+    def metadata(self, results: Sequence[ClusterResult], reasked: Sequence[ClusterResult] = ()) -> dict:
+        """What the labels cost and where they came from. ``reasked``: the contrast requests, whose calls,
+        retries, tokens and cache lookups are paid like the others (their clusters are ``results``')."""
         fallbacks = [r for r in results if r.reason is not None]
         source = "llm" if not fallbacks else "fallback" if len(fallbacks) == len(results) else "mixed"
+        requests = [*results, *reasked]
         metadata = {
             "labeling_source": source,
             "llm_provider": self.provider.name,
             "llm_model": self.provider.model,
-            "llm_calls": sum(r.completion.calls for r in results),
-            "cache_hits": sum(r.cache_hit for r in results),
-            "cache_misses": sum(r.cache_miss for r in results),
+            "llm_calls": sum(r.completion.calls for r in requests),
+            "cache_hits": sum(r.cache_hit for r in requests),
+            "cache_misses": sum(r.cache_miss for r in requests),
             "cache_enabled": self.cache is not None,
-            "retries": sum(r.completion.retries for r in results),
+            "retries": sum(r.completion.retries for r in requests),
             "fallbacks": len(fallbacks),
-            "input_tokens": sum(r.completion.input_tokens for r in results),
-            "output_tokens": sum(r.completion.output_tokens for r in results),
+            "input_tokens": sum(r.completion.input_tokens for r in requests),
+            "output_tokens": sum(r.completion.output_tokens for r in requests),
             "max_concurrency": self.config.max_concurrency,
             "structured_output": self.provider.structured,
         }
@@ -305,52 +318,56 @@ class LLMLabeler:
                                              for r in fallbacks[:MAX_LISTED]]
         return metadata
 
-    def dedup(self, labels: list[ClusterLabel], evidence: list[ClusterEvidence]) -> tuple[list[ClusterLabel], dict, str | None]:
+    def dedup(self, labels: list[ClusterLabel], requests: list[ClusterRequest]) -> Deduped:
+        evidence = [r.evidence for r in requests]
         names = [l.label for l in labels]
         embed = None if self.provider.stopped else self.provider.embed
         vectors, method, warning = dd.label_vectors(names, embed)
         ids, sizes = [l.cluster_id for l in labels], [e.count for e in evidence]
+        compared = dd.ComparedLabels.of(ids, names, sizes, vectors)
         threshold, strategy = self.config.embedding_similarity_threshold, self.config.dedup_strategy
         meta = {"dedup_method": method, "dedup_threshold": threshold, "dedup_strategy": strategy,
                 "embedding_calls": int(method == "provider")}
         if strategy == "merge":
-            merged_names, merged_with = dd.merge_groups(ids, names, sizes, vectors, threshold)
+            merged_names, merged_with = dd.merge_groups(compared, threshold)
             out = [dataclasses.replace(l, label=n, extra={**l.extra, "merged_with": m})
                    for l, n, m in zip(labels, merged_names, merged_with)]
             meta["dedup_merged_count"] = sum(1 for m in merged_with if m)
-            return out, meta, warning
+            return Deduped(out, meta, warning)
+        reasked: list[ClusterResult] = []
         if strategy == "contrast":
-            labels, meta["dedup_reasked"] = self.contrast(labels, evidence, dd.near_duplicates(ids, names, sizes, vectors, threshold))
+            labels, reasked = self.contrast(labels, requests, dd.near_duplicates(compared, threshold))
+            meta["dedup_reasked"] = len(reasked)
             names = [l.label for l in labels]
             vectors, _, again = dd.label_vectors(names, embed)
             meta["embedding_calls"] += int(method == "provider")
             warning = warning or again
-        new_names, renamed = dd.dedup_labels(
-            ids, names, [l.keywords or e.keywords for l, e in zip(labels, evidence)], sizes, vectors, threshold)
+            compared = dd.ComparedLabels.of(ids, names, sizes, vectors)
+        new_names, renamed = dd.dedup_labels(compared, [l.keywords or e.keywords for l, e in zip(labels, evidence)],
+                                             threshold)
         out = [dataclasses.replace(l, label=n) if n != l.label else l for l, n in zip(labels, new_names)]
         meta.update({
             "dedup_renamed": [dataclasses.asdict(r) for r in renamed[:MAX_LISTED]],
             "dedup_renamed_count": len(renamed),
         })
-        return out, meta, warning
+        return Deduped(out, meta, warning, reasked)
 
-    def contrast(self, labels: list[ClusterLabel], evidence: list[ClusterEvidence],
-                 duplicates: dict[int, list[int]]) -> tuple[list[ClusterLabel], int]:
-        """Ask again for each near-duplicate cluster, showing the labels and keywords it must differ from."""
+    def contrast(self, labels: list[ClusterLabel], requests: list[ClusterRequest],
+                 duplicates: dict[int, list[int]]) -> tuple[list[ClusterLabel], list[ClusterResult]]:
+        """Ask again for each near-duplicate cluster, its prompt showing the labels and keywords it must differ
+        from; the new labels and every re-ask's result (cached answers are reused)."""
         out = list(labels)
 
         def one(i: int) -> ClusterResult:
-            prompt, _ = self.prompt_for(evidence[i])
             neighbours = "\n".join(f"- {labels[j].label!r} (keywords: {', '.join(labels[j].keywords[:8])})"
                                    for j in duplicates[i])
-            extra = Part(TEXT, prompt_templates.CONTRAST_PROMPT.substitute(neighbours=neighbours))
-            contrasted = Prompt(prompt.system, (*prompt.parts, extra))
-            return self.label_one(evidence[i], contrasted, True)  # a cached contrast answer is reused
+            note = Part(TEXT, CONTRAST_PROMPT.substitute(neighbours=neighbours))
+            prompt = requests[i].prompt
+            return self.label_one(requests[i].evidence, Prompt(prompt.system, (*prompt.parts, note)))
 
         todo = sorted(duplicates)
-        workers = max(1, min(self.config.max_concurrency, len(todo) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-contrast") as pool:
-            for i, result in zip(todo, pool.map(one, todo)):
-                if result.label.source == "llm":
-                    out[i] = result.label
-        return out, len(todo)
+        results = self.concurrently(one, todo, "llm-contrast")
+        for i, result in zip(todo, results):
+            if result.label.source == "llm":
+                out[i] = result.label
+        return out, results

@@ -18,8 +18,10 @@ from cluster_assets.secrets import redact_url
 SYSTEM_PROMPT = Template(
     "You name clusters of similar documents so that people can browse a large collection. "
     "Be specific and concrete; prefer the words the documents themselves use. "
-    "Answer with a single JSON object and nothing else."
+    "Answer with $answer and nothing else."
 )
+ONE_ANSWER = "a single JSON object"
+BATCH_ANSWER = "JSON"  # a request about several clusters is answered with an array
 
 CLUSTER_PROMPT = Template(
     "Cluster $cluster_id holds $count documents. Its most distinctive terms are: $keywords.\n"
@@ -78,20 +80,30 @@ def build_prompt(*, cluster_id: int, count: int, keywords: list[str], documents:
     values = {
         "cluster_id": cluster_id,
         "count": count,
-        "keywords": ", ".join(keywords[:10]) or "(none found)",
+        "keywords": keyword_list(keywords),
         "num_documents": len(documents),
         "summary_clause": SUMMARY_CLAUSE if include_summary else "",
         "keywords_clause": KEYWORDS_CLAUSE if include_keywords else "",
     }
     template = Template(custom_prompt) if custom_prompt else CLUSTER_PROMPT
-    parts: list[Part] = [Part(TEXT, template.safe_substitute(values))]
+    parts = [Part(TEXT, template.safe_substitute(values)), *document_parts(documents),
+             Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1)))]
+    return Prompt(SYSTEM_PROMPT.substitute(answer=ONE_ANSWER), tuple(parts))
+
+
+def keyword_list(keywords: list[str]) -> str:
+    return ", ".join(keywords[:10]) or "(none found)"
+
+
+def document_parts(documents: list[list[Part]]) -> list[Part]:
+    """Each document as a numbered text block, its media parts right after it."""
+    parts: list[Part] = []
     for number, doc_parts in enumerate(documents, start=1):
         text = "\n".join(p.value for p in doc_parts if p.kind == TEXT)
         parts.append(Part(TEXT, DOCUMENT.substitute(number=number, text=text) if text
                           else DOCUMENT_MEDIA_ONLY.substitute(number=number)))
         parts.extend(p for p in doc_parts if p.kind != TEXT)
-    parts.append(Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
-    return Prompt(SYSTEM_PROMPT.substitute(), tuple(parts))
+    return parts
 
 
 def asks_for_clusters(custom_prompt: str | None) -> bool:
@@ -113,16 +125,12 @@ def build_batch_prompt(*, custom_prompt: str, clusters: list[tuple[int, int, lis
         parts.append(Part(TEXT, Template(before).safe_substitute(values)))
     for cluster_id, count, keywords, documents in clusters:
         parts.append(Part(TEXT, BATCH_CLUSTER.substitute(cluster_id=cluster_id, count=count,
-                                                         keywords=", ".join(keywords[:10]) or "(none found)")))
-        for number, doc_parts in enumerate(documents, start=1):
-            text = "\n".join(p.value for p in doc_parts if p.kind == TEXT)
-            parts.append(Part(TEXT, DOCUMENT.substitute(number=number, text=text) if text
-                              else DOCUMENT_MEDIA_ONLY.substitute(number=number)))
-            parts.extend(p for p in doc_parts if p.kind != TEXT)
+                                                         keywords=keyword_list(keywords))))
+        parts.extend(document_parts(documents))
     if after.strip():
         parts.append(Part(TEXT, Template(after).safe_substitute(values)))
     parts.append(Part(TEXT, BATCH_RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
-    return Prompt(SYSTEM_PROMPT.substitute().replace("a single JSON object", "JSON"), tuple(parts))
+    return Prompt(SYSTEM_PROMPT.substitute(answer=BATCH_ANSWER), tuple(parts))
 
 
 def merged_parts(parts: tuple[Part, ...] | list[Part]) -> list[Part]:
@@ -145,4 +153,4 @@ def build_parent_prompt(*, node_id: int, count: int, children: str, schema: dict
         keywords_clause=KEYWORDS_CLAUSE if include_keywords else "",
     )
     parts = (Part(TEXT, text), Part(TEXT, RESPONSE_FORMAT.substitute(schema=json.dumps(schema, indent=1))))
-    return Prompt(SYSTEM_PROMPT.substitute(), parts)
+    return Prompt(SYSTEM_PROMPT.substitute(answer=ONE_ANSWER), parts)

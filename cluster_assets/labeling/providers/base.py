@@ -79,7 +79,6 @@ class Provider:
     default_model: str = ""
     default_embedding_model: str | None = None
     key_variables: tuple[str, ...] = ()
-    needs_key: bool = True  # False: a definition is labelled by the LLM without any key set
     base_url_variable: str | None = None  # the SDK's own endpoint variable, used when base_url is unset
 
     @classmethod
