@@ -72,3 +72,27 @@ def test_clusters_placeholder_sends_at_most_20_clusters_a_request_and_maps_answe
         assert KEY not in json.dumps(outcome.metadata)
     finally:
         server.stop()
+
+
+def test_a_contrast_re_ask_under_a_clusters_prompt_lists_its_cluster_where_clusters_stands(openai_server, storage):
+    """The re-ask is the user's prompt about one cluster, never the prompt with "$clusters" left in its text."""
+    names = {0: "Running shoes", 1: "Running Shoes!", 2: "Coffee makers", 3: "Garden tools"}
+    reasks = []
+
+    def answer(body):
+        text = user_text(body)
+        ids = [int(n) for n in re.findall(r"Cluster cl_(\d+) holds", text)]
+        if "Other clusters of this collection" in text:
+            reasks.append(text)
+            return [{"cluster_id": f"cl_{ids[0]}", "label": "Trail running shoes", "keywords": ["trail"]}]
+        return [{"cluster_id": f"cl_{c}", "label": names[c], "keywords": [f"kw{c}", "shoes"]} for c in ids]
+
+    openai_server.answer = answer
+    spec = definition(provider="openai", base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                      custom_prompt="Name these:\n$clusters\n" + REFERENCE_PROMPT, use_embedding_dedup=True,
+                      embedding_similarity_threshold=0.8, dedup_strategy="contrast", cache_ttl_seconds=0)
+    outcome = choose_labeler(spec, {"openai": KEY}, storage=storage).label(evidence(clusters=4))
+    assert {l.cluster_id: l.label for l in outcome.labels}[1].startswith("Trail running shoes")
+    assert len(reasks) == 1 and "$clusters" not in reasks[0]
+    assert re.findall(r"Cluster cl_(\d+) holds", reasks[0]) == ["1"] and reasks[0].startswith("Name these:")
+    assert "'Running shoes'" in reasks[0]  # the neighbour it must differ from

@@ -243,11 +243,15 @@ class LLMLabeler:
                 results[i] = result
         return results  # type: ignore[return-value]
 
+    def batch_prompt(self, requests: list[ClusterRequest]) -> Prompt:
+        """The custom prompt with ``requests``' clusters listed where ``$clusters`` stands."""
+        return build_batch_prompt(
+            custom_prompt=self.config.custom_prompt, schema=self.schema,
+            clusters=[(r.evidence.cluster_id, r.evidence.count, r.evidence.keywords, r.documents) for r in requests])
+
     def ask_group(self, group: list[tuple[ClusterRequest, str]]) -> list[ClusterResult]:
         items = [request.evidence for request, _ in group]
-        prompt = build_batch_prompt(
-            custom_prompt=self.config.custom_prompt, schema=self.schema,
-            clusters=[(r.evidence.cluster_id, r.evidence.count, r.evidence.keywords, r.documents) for r, _ in group])
+        prompt = self.batch_prompt([request for request, _ in group])
         try:
             sent = self.sendable(prompt)
         except Exception as exc:  # noqa: BLE001
@@ -362,7 +366,7 @@ class LLMLabeler:
             neighbours = "\n".join(f"- {labels[j].label!r} (keywords: {', '.join(labels[j].keywords[:8])})"
                                    for j in duplicates[i])
             note = Part(TEXT, CONTRAST_PROMPT.substitute(neighbours=neighbours))
-            prompt = requests[i].prompt
+            prompt = self.batch_prompt([requests[i]]) if self.batched else requests[i].prompt
             return self.label_one(requests[i].evidence, Prompt(prompt.system, (*prompt.parts, note)))
 
         todo = sorted(duplicates)
