@@ -9,7 +9,9 @@ the file changed since it was assigned.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +28,43 @@ from cluster_assets.storage import CollectionError, Storage
 
 SCHEMA = pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())])
 SOURCE_META = b"cluster_assets.source_file"
+# in the stats file's footer: the file's ``quality.Readout`` against the fit's centroids, so the event sensor's
+# drift check sums a few numbers per file instead of reading every file's per-cluster vectors
+READOUT_META = b"cluster_assets.readout"
+
+
+@dataclass(frozen=True)
+class FitCentroids:
+    """The fit's centroids (``labels`` writes them), by cluster id, and a digest of them."""
+
+    by_id: dict[int, np.ndarray]
+    digest: str
+
+
+def read_centroids(storage: Storage, spec: ClusterDefinition, fit_id: str) -> FitCentroids | None:
+    """None before the fit's labels are written (its own full run assigns its files first)."""
+    parts = layout.fit_parts(spec, fit_id, layout.CLUSTERS)
+    if not storage.exists(*parts):
+        return None
+    clusters = storage.read_table(*parts, columns=["cluster_id", "centroid"])
+    dim = clusters.schema.field("centroid").type.list_size
+    matrix = clusters.column("centroid").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    ids = clusters.column("cluster_id").to_numpy().astype(np.int64)
+    digest = hashlib.sha256(ids.tobytes() + np.ascontiguousarray(matrix).tobytes()).hexdigest()[:16]
+    return FitCentroids({int(c): matrix[i] for i, c in enumerate(ids)}, digest)
+
+
+def readout_metadata(stats: quality.ClusterStats, centroids: FitCentroids) -> bytes:
+    return json.dumps({**quality.Readout.of(stats, centroids.by_id).to_json(), "centroids": centroids.digest}).encode()
+
+
+def recorded_readout(metadata: dict[bytes, bytes], centroids: FitCentroids) -> quality.Readout | None:
+    """The readout a stats footer recorded, if it has one and it was taken against these centroids."""
+    raw = metadata.get(READOUT_META)
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return quality.Readout.from_json(value) if value.get("centroids") == centroids.digest else None
 
 
 def file_fingerprint(storage: Storage, partition: str) -> dict:
@@ -77,7 +116,11 @@ def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
 
     rows = storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
     table = stats.to_table()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()})
+    meta = {**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()}
+    centroids = read_centroids(storage, spec, fit_id)
+    if centroids is not None:
+        meta[READOUT_META] = readout_metadata(stats, centroids)
+    table = table.replace_schema_metadata(meta)
     storage.write_table(table, *layout.file_parts(spec, fit_id, partition, layout.STATS))
     return rows, stats, {**fingerprint, NOISE_BEFORE: noise_before}
 
