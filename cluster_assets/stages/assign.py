@@ -115,17 +115,22 @@ def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
             yield pa.table({ID: ids, "cluster_id": pa.array(labels.astype(np.int32))}, schema=schema)
 
     rows = storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
-    table = stats.to_table()
-    meta = {**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()}
-    centroids = read_centroids(storage, spec, fit_id)
-    if centroids is not None:
-        meta[READOUT_META] = readout_metadata(stats, centroids)
-    table = table.replace_schema_metadata(meta)
+    table = stats_table(stats, noise_before, read_centroids(storage, spec, fit_id))
     storage.write_table(table, *layout.file_parts(spec, fit_id, partition, layout.STATS))
     return rows, stats, {**fingerprint, NOISE_BEFORE: noise_before}
 
 
 NOISE_BEFORE = "noise_before_reassignment"
+
+
+def stats_table(stats: quality.ClusterStats, noise_before: int, centroids: FitCentroids | None) -> pa.Table:
+    """A file's stats as written: one row per cluster; the noise before reassignment and, once the fit has
+    centroids, the file's readout against them in the footer."""
+    table = stats.to_table()
+    meta = {**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()}
+    if centroids is not None:
+        meta[READOUT_META] = readout_metadata(stats, centroids)
+    return table.replace_schema_metadata(meta)
 
 
 def run_assignments(ctx: StageContext) -> StageResult:
