@@ -13,8 +13,9 @@ Prints the medians as JSON.
 
 ``--drift`` measures instead the drift check of a tick that is not skipped (``changes.new_files_drift``)
 over ``--files`` files assigned since the fit, each with stats of ``--clusters`` clusters (and noise) of
-``--dim`` dimensions: once reading each file's readout from its stats footer, once over the same stats
-written without it (read in full, as every such tick did before footers held a readout), alternating.
+``--dim`` dimensions, in rotating order: ``before``, the reads the check made before footers held a readout
+(each file asked for, then read in full); ``fallback``, the check now over the same stats written without a
+readout (footer, then the full read); ``footers``, the check now (each file's footer alone).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def drift_read(args, root: str) -> dict:
     import pyarrow as pa
 
     from cluster_assets.changes import new_files_drift
-    from cluster_assets.quality import ClusterStats
+    from cluster_assets.quality import ClusterStats, Readout
     from cluster_assets.spec import parse_definition
     from cluster_assets.stages import layout
     from cluster_assets.stages.assign import read_centroids, stats_table
@@ -151,35 +152,45 @@ def drift_read(args, root: str) -> dict:
         fits[fit_id] = read_centroids(storage, spec, fit_id)
     files = [layout.partition_key("many", f"part-{f:05d}.parquet") for f in range(args.files)]
     labels = np.arange(4 * (args.clusters + 1)) % (args.clusters + 1) - 1  # every cluster and noise
-    stats_bytes = 0
     for partition in files:
         stats = ClusterStats().update(rng.normal(size=(len(labels), args.dim)).astype(np.float32), labels)
         for fit_id, fit_centroids in fits.items():
             storage.write_table(stats_table(stats, 0, fit_centroids if fit_id == "footers" else None),
                                 *layout.file_parts(spec, fit_id, partition, layout.STATS))
-        stats_bytes += storage.fs.get_file_info(storage.path(*layout.file_parts(spec, "full", partition, layout.STATS))).size
-    # a fit more cohesive than random vectors: the check reports the new files' cohesion, which both reads must agree on
+    stats_bytes = sum(storage.fs.get_file_info(storage.path(*layout.file_parts(spec, "full", p, layout.STATS))).size
+                      for p in files)
+    # a fit more cohesive than random vectors: the check reports the new files' cohesion, which every read must agree on
     current = {fit_id: layout.CurrentFit(fit_id, "sample", partitions=[], cohesion=1.0, noise_share=0.0)
                for fit_id in fits}
 
-    def check(fit_id):
-        t = time.perf_counter()
-        outcome = new_files_drift(storage, spec, current[fit_id], set(files))
-        return time.perf_counter() - t, outcome
+    def before():
+        """The check's reads as they were before readouts: the centroids, then each file asked for and read in full."""
+        found = read_centroids(storage, spec, "full")
+        stats = ClusterStats()
+        for p in files:
+            parts = layout.file_parts(spec, "full", p, layout.STATS)
+            if storage.exists(*parts):
+                stats.merge(ClusterStats.from_table(storage.read_table(*parts)))
+        return Readout.of(stats, found.by_id)
 
-    seconds = {fit_id: [] for fit_id in fits}
+    variants = {"before": before,
+                "fallback": lambda: new_files_drift(storage, spec, current["full"], set(files)),
+                "footers": lambda: new_files_drift(storage, spec, current["footers"], set(files))}
+    seconds = {name: [] for name in variants}
     for repeat in range(args.repeats):
-        order = list(fits) if repeat % 2 == 0 else list(reversed(fits))
+        names = list(variants)
         outcomes = {}
-        for fit_id in order:
-            elapsed, outcomes[fit_id] = check(fit_id)
-            seconds[fit_id].append(elapsed)
-        assert outcomes["footers"] == outcomes["full"] and "cohesion" in outcomes["full"], outcomes
-    full, footers = statistics.median(seconds["full"]), statistics.median(seconds["footers"])
-    return {"files": args.files, "clusters": args.clusters, "dim": args.dim,
+        for name in names[repeat % 3:] + names[:repeat % 3]:  # rotating order
+            t = time.perf_counter()
+            outcomes[name] = variants[name]()
+            seconds[name].append(time.perf_counter() - t)
+        assert outcomes["footers"] == outcomes["fallback"], outcomes
+        assert f"cohesion {outcomes['before'].cohesion:.3f} against" in outcomes["footers"], outcomes
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    return {"files": args.files, "clusters": args.clusters, "dim": args.dim, "repeats": args.repeats,
             "storage": "s3 (moto)" if args.s3 else "local", "stats_mb": round(stats_bytes / 2**20, 1),
-            "full_stats_s": round(full, 3), "footers_s": round(footers, 3), "ratio": round(full / footers, 1)}
-
+            **{f"{name}_s": round(m, 3) for name, m in median.items()},
+            "before_over_footers": round(median["before"] / median["footers"], 1)}
 
 if __name__ == "__main__":
     main()

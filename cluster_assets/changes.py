@@ -98,10 +98,11 @@ def file_readout(storage: Storage, spec: ClusterDefinition, fit_id: str, partiti
     or against other centroids) from its full per-cluster stats. No stats: nothing assigned yet."""
     parts = layout.file_parts(spec, fit_id, partition, layout.STATS)
     try:
-        recorded = recorded_readout(storage.footer_metadata(*parts), centroids)
+        stats_file = storage.parquet_file(*parts)  # opened once: its footer, then (no readout) its rows
+        recorded = recorded_readout(stats_file.schema_arrow.metadata or {}, centroids)
         if recorded is not None:
             return recorded
-        return Readout.of(ClusterStats.from_table(storage.read_table(*parts)), centroids.by_id)
+        return Readout.of(ClusterStats.from_table(stats_file.read()), centroids.by_id)
     except FileNotFoundError:  # one request fewer per file than asking whether it exists first (S3)
         return Readout()
     except (OSError, ValueError) as exc:

@@ -213,10 +213,6 @@ class Storage:
     def parquet_file(self, *parts: str) -> pq.ParquetFile:
         return self._parquet_file(self.path(*parts))
 
-    def footer_metadata(self, *parts: str) -> dict[bytes, bytes]:
-        """A Parquet file's key-value schema metadata: its footer alone is read, and the file closed."""
-        return pq.read_schema(self.path(*parts), filesystem=self.fs).metadata or {}
-
     def _parquet_file(self, path: str) -> pq.ParquetFile:
         # pre_buffer (pyarrow's default) reads far ahead of the batch in hand: on a million
         # 384-d vectors it held 1.9 GB at once, against 0.5 GB without it.

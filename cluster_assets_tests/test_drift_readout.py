@@ -60,19 +60,42 @@ def full_readout(storage, spec, files, centroids):
     return Readout.of(stats, centroids.by_id)
 
 
+class _Spied:
+    """A Parquet file whose full reads are recorded."""
+
+    def __init__(self, file, name, read):
+        self._file, self._name, self._read = file, name, read
+
+    def __getattr__(self, attr):
+        return getattr(self._file, attr)
+
+    def read(self, *args, **kwargs):
+        self._read.append(self._name)
+        return self._file.read(*args, **kwargs)
+
+
 @pytest.fixture
 def stats_reads(monkeypatch):
-    """The stats files read in full (not their footers)."""
+    """The stats files read in full (not only their footers), by file name."""
     read = []
-    original = Storage.read_table
+    read_table, parquet_file = Storage.read_table, Storage.parquet_file
 
-    def read_table(self, *parts, columns=None):
+    def spied_read_table(self, *parts, columns=None):
         if parts[-1] == layout.STATS:
             read.append(parts[-2])
-        return original(self, *parts, columns=columns)
+        return read_table(self, *parts, columns=columns)
 
-    monkeypatch.setattr(Storage, "read_table", read_table)
+    def spied_parquet_file(self, *parts):
+        file = parquet_file(self, *parts)
+        return _Spied(file, parts[-2], read) if parts[-1] == layout.STATS else file
+
+    monkeypatch.setattr(Storage, "read_table", spied_read_table)
+    monkeypatch.setattr(Storage, "parquet_file", spied_parquet_file)
     return read
+
+
+def footer(storage, parts):
+    return storage.parquet_file(*parts).schema_arrow.metadata
 
 
 def stats_parts(spec, partition):
@@ -101,8 +124,8 @@ def test_new_files_readouts_from_the_footers_equal_the_full_stats(storage):
     assert full.documents == 1797 - 450 and full.noise_documents > 0 and 0 < full.cohesion < 1
 
     # the fit's own file was assigned before its centroids existed: no readout; every new file has one
-    assert READOUT_META not in storage.footer_metadata(*stats_parts(spec, FIT_FILES[0]))
-    assert all(READOUT_META in storage.footer_metadata(*stats_parts(spec, p)) for p in NEW_FILES)
+    assert READOUT_META not in footer(storage, stats_parts(spec, FIT_FILES[0]))
+    assert all(READOUT_META in footer(storage, stats_parts(spec, p)) for p in NEW_FILES)
 
 
 def test_the_drift_check_reads_only_footers_and_reports_the_full_stats_numbers(storage, stats_reads):
