@@ -2,7 +2,9 @@
 
 Per file: the feature columns are read straight from the source file, validated as they
 stream, and predicted by the fit; beside the assignments go the file's per-cluster sums
-(``stats``), from which ``labels`` computes centroids and cohesion over every document.
+(``stats``), from which ``labels`` computes centroids and cohesion over every document; once
+the fit has centroids, the stats file's footer also holds the file's ``quality.Readout`` against
+them, all the event sensor's drift check reads of a new file.
 The source file's size and mtime are kept in the output, so later stages can tell that
 the file changed since it was assigned.
 """
