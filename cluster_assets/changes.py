@@ -2,7 +2,8 @@
 
 Plain functions over the storage layer and the instance's partitions: the event sensor calls
 them on every tick, so each stays bounded by the number of files (Parquet footers for the
-new and rewritten files' row counts, the fit's small per-file stats for the gone ones).
+new and rewritten files' row counts and the new files' drift readouts, the fit's small per-file stats
+for the gone ones).
 A ``Snapshot`` holds what one tick can see without opening a file (the listings, the registered
 partitions, the current fit); when its digest equals the one of a tick that found nothing to
 do, nothing can have changed, and the sensor skips without reading the assignments' footers.
@@ -15,14 +16,12 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from cluster_assets import partitions
-from cluster_assets.quality import ClusterStats
+from cluster_assets.quality import ClusterStats, Readout
 from cluster_assets.spec import ClusterDefinition
 from cluster_assets.spec.versions import fit_version, whole_version
 from cluster_assets.stages import layout
-from cluster_assets.stages.assign import SOURCE_META
+from cluster_assets.stages.assign import SOURCE_META, FitCentroids, read_centroids, recorded_readout
 from cluster_assets.stages.sample import source_files
 from cluster_assets.storage import CollectionError, Storage
 
@@ -93,48 +92,51 @@ def assigned_fingerprint(storage: Storage, spec: ClusterDefinition, fit_id: str,
     return json.loads(meta.get(SOURCE_META, b"{}"))
 
 
-def fit_readout(stats: ClusterStats, centroids: dict[int, np.ndarray]) -> tuple[float, float, int]:
-    """(count-weighted mean cosine of the documents to their centroid, noise share, documents) of ``stats``."""
-    ids = [c for c in stats.cluster_ids() if c in centroids]
-    documents = sum(stats.counts.values())
-    noise = stats.counts.get(-1, 0) / documents if documents else 0.0
-    if not ids:
-        return 0.0, noise, documents
-    cohesion = stats.cohesion(ids, np.array([centroids[c] for c in ids]))
-    counts = np.array([stats.counts[c] for c in ids], dtype=np.float64)
-    return float(np.average(cohesion, weights=counts)), noise, documents
+def file_readout(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str,
+                 centroids: FitCentroids) -> Readout:
+    """A file's readout: the one its stats footer recorded, else (a file assigned before readouts were recorded,
+    or against other centroids) from its full per-cluster stats. No stats: nothing assigned yet."""
+    parts = layout.file_parts(spec, fit_id, partition, layout.STATS)
+    try:
+        stats_file = storage.parquet_file(*parts)  # opened once: its footer, then (no readout) its rows
+        recorded = recorded_readout(stats_file.schema_arrow.metadata or {}, centroids)
+        if recorded is not None:
+            return recorded
+        return Readout.of(ClusterStats.from_table(stats_file.read()), centroids.by_id)
+    except FileNotFoundError:  # one request fewer per file than asking whether it exists first (S3)
+        return Readout()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{storage.uri(*parts)} cannot be read: {exc}") from None
+
+
+def files_readout(storage: Storage, spec: ClusterDefinition, fit_id: str, files: list[str],
+                  centroids: FitCentroids) -> Readout:
+    return sum((file_readout(storage, spec, fit_id, p, centroids) for p in files), Readout())
 
 
 def new_files_drift(storage: Storage, spec: ClusterDefinition, current: layout.CurrentFit,
                     assigned: set[str]) -> str | None:
     """The drift check on files assigned since the fit: their cohesion and noise share against the fit's own.
 
-    Reads only the fit's per-file stats (one row per cluster) and its centroids; None when within limits
-    or when too few new documents arrived to judge.
+    Reads the readout each new file's stats footer recorded (its full stats only for a file without one) and
+    the fit's centroids; None when within limits or when too few new documents arrived to judge.
     """
     new = sorted(assigned - set(current.partitions))
     if not new:
         return None
-    clusters = storage.read_table(*layout.fit_parts(spec, current.fit_id, layout.CLUSTERS))
-    dim = clusters.schema.field("centroid").type.list_size
-    matrix = clusters.column("centroid").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-    centroids = {int(c): matrix[i] for i, c in enumerate(clusters.column("cluster_id").to_pylist())}
-
-    def stats_of(files):
-        total = ClusterStats()
-        for p in files:
-            parts = layout.file_parts(spec, current.fit_id, p, layout.STATS)
-            if storage.exists(*parts):
-                total.merge(ClusterStats.from_table(storage.read_table(*parts)))
-        return total
-
-    new_cohesion, new_noise, documents = fit_readout(stats_of(new), centroids)
+    centroids = read_centroids(storage, spec, current.fit_id)
+    if centroids is None:
+        raise ValueError(f"{storage.uri(*layout.fit_parts(spec, current.fit_id, layout.CLUSTERS))} is missing: "
+                         f"the current fit has no centroids")
+    readout = files_readout(storage, spec, current.fit_id, new, centroids)
+    documents, new_cohesion, new_noise = readout.documents, readout.cohesion, readout.noise_share
     if documents < spec.checks.new_files_min_documents:
         return None
     if current.cohesion is not None and current.noise_share is not None:  # recorded when the fit became current
         fit_cohesion, fit_noise = current.cohesion, current.noise_share
     else:  # a pointer written before the readout was recorded: every file's stats of the fit
-        fit_cohesion, fit_noise, _ = fit_readout(stats_of(current.partitions), centroids)
+        fit = files_readout(storage, spec, current.fit_id, current.partitions, centroids)
+        fit_cohesion, fit_noise = fit.cohesion, fit.noise_share
     if new_cohesion < fit_cohesion - spec.checks.new_files_max_cohesion_drop:
         return (f"the {documents} documents assigned since the fit lie farther from their centroids "
                 f"(cohesion {new_cohesion:.3f} against the fit's {fit_cohesion:.3f})")

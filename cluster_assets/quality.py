@@ -19,7 +19,7 @@ Pure numpy: no Dagster import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -111,6 +111,47 @@ class ClusterStats:
         C = self.centroids(ids) if centroids is None else np.asarray(centroids, dtype=np.float64)
         mean_units = np.array([self.unit_sums[c] / self.counts[c] for c in ids])
         return np.einsum("ij,ij->i", mean_units, unit_rows(C))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Documents, noise and count-weighted cohesion of some documents against given centroids, kept as sums:
+    the readout of several files is the sum of theirs (``+``), so each file's can be stored on its own."""
+
+    documents: int = 0
+    noise_documents: int = 0
+    centred_documents: int = 0  # members of the clusters that have a centroid: the cohesion's weights
+    cosine_sum: float = 0.0  # those members' cosine similarity to their centroid, summed
+
+    @classmethod
+    def of(cls, stats: ClusterStats, centroids: dict[int, np.ndarray]) -> "Readout":
+        ids = [c for c in stats.cluster_ids() if c in centroids]
+        counts = np.array([stats.counts[c] for c in ids], dtype=np.int64)
+        cohesion = stats.cohesion(ids, np.array([centroids[c] for c in ids]))
+        # a cluster's cohesion is its members' mean cosine: times its count, their sum
+        return cls(documents=sum(stats.counts.values()), noise_documents=stats.counts.get(-1, 0),
+                   centred_documents=int(counts.sum()), cosine_sum=float(cohesion @ counts))
+
+    def __add__(self, other: "Readout") -> "Readout":
+        return Readout(self.documents + other.documents, self.noise_documents + other.noise_documents,
+                       self.centred_documents + other.centred_documents, self.cosine_sum + other.cosine_sum)
+
+    @property
+    def cohesion(self) -> float:
+        """The clusters' cohesion averaged with their counts as weights."""
+        return self.cosine_sum / self.centred_documents if self.centred_documents else 0.0
+
+    @property
+    def noise_share(self) -> float:
+        return self.noise_documents / self.documents if self.documents else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "Readout":
+        return cls(int(value["documents"]), int(value["noise_documents"]), int(value["centred_documents"]),
+                   float(value["cosine_sum"]))
 
 
 def cohesion(X: np.ndarray, labels: np.ndarray, cluster_ids: list[int], centroids: np.ndarray) -> np.ndarray:

@@ -88,6 +88,32 @@ def test_assess_reads_out_per_cluster_columns_and_run_metadata(digits):
     assert readout.markdown().splitlines()[2].startswith(f"| {worst} |")
 
 
+def test_readouts_of_parts_add_up_to_the_mean_cosine_of_the_whole(digits):
+    X, labels = digits
+    ids = list(range(9))  # cluster 9 has no centroid: its members weigh nothing, as in the drift check
+    centroids = {c: X[labels == c].mean(axis=0) * 2.0 + 1.0 for c in ids}  # not the parts' own centroids
+    part_stats = [streamed(X[s], labels[s]) for s in np.array_split(np.arange(len(X)), 7)]
+    summed = sum((quality.Readout.of(stats, centroids) for stats in part_stats), quality.Readout())
+    merged = quality.ClusterStats()
+    for stats in part_stats:
+        merged.merge(stats)
+    whole = quality.Readout.of(merged, centroids)
+    centred = np.isin(labels, ids)
+    cosines = np.array([cosine_similarity(X[i:i + 1], centroids[labels[i]][None])[0, 0] for i in np.flatnonzero(centred)])
+    for readout in (summed, whole):
+        assert (readout.documents, readout.noise_documents, readout.centred_documents) == (
+            len(X), int((labels == -1).sum()), int(centred.sum()))
+        assert readout.noise_share == pytest.approx((labels == -1).mean(), rel=1e-12)
+        assert readout.cohesion == pytest.approx(cosines.mean(), rel=1e-6)
+    assert summed.cosine_sum == pytest.approx(whole.cosine_sum, rel=1e-12)
+    # the count-weighted mean of the clusters' cohesion, as the fit's readout was computed before
+    counts = [merged.counts[c] for c in ids]
+    assert whole.cohesion == pytest.approx(np.average(merged.cohesion(ids, np.array([centroids[c] for c in ids])),
+                                                      weights=counts), rel=1e-12)
+    assert quality.Readout.from_json(whole.to_json()) == whole
+    assert quality.Readout.of(quality.ClusterStats(), centroids) == quality.Readout()
+    assert (quality.Readout().cohesion, quality.Readout().noise_share) == (0.0, 0.0)
+
 
 def test_whole_run_scores_are_undefined_when_every_document_is_its_own_cluster():
     # num_clusters equal to the number of documents: scikit-learn's scores need 2..n-1 labels

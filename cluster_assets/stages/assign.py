@@ -2,14 +2,18 @@
 
 Per file: the feature columns are read straight from the source file, validated as they
 stream, and predicted by the fit; beside the assignments go the file's per-cluster sums
-(``stats``), from which ``labels`` computes centroids and cohesion over every document.
+(``stats``), from which ``labels`` computes centroids and cohesion over every document; once
+the fit has centroids, the stats file's footer also holds the file's ``quality.Readout`` against
+them, all the event sensor's drift check reads of a new file.
 The source file's size and mtime are kept in the output, so later stages can tell that
 the file changed since it was assigned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +30,43 @@ from cluster_assets.storage import CollectionError, Storage
 
 SCHEMA = pa.schema([(ID, pa.string()), ("cluster_id", pa.int32())])
 SOURCE_META = b"cluster_assets.source_file"
+# in the stats file's footer: the file's ``quality.Readout`` against the fit's centroids, so the event sensor's
+# drift check sums a few numbers per file instead of reading every file's per-cluster vectors
+READOUT_META = b"cluster_assets.readout"
+
+
+@dataclass(frozen=True)
+class FitCentroids:
+    """The fit's centroids (``labels`` writes them), by cluster id, and a digest of them."""
+
+    by_id: dict[int, np.ndarray]
+    digest: str
+
+
+def read_centroids(storage: Storage, spec: ClusterDefinition, fit_id: str) -> FitCentroids | None:
+    """None before the fit's labels are written (its own full run assigns its files first)."""
+    parts = layout.fit_parts(spec, fit_id, layout.CLUSTERS)
+    if not storage.exists(*parts):
+        return None
+    clusters = storage.read_table(*parts, columns=["cluster_id", "centroid"])
+    dim = clusters.schema.field("centroid").type.list_size
+    matrix = clusters.column("centroid").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    ids = clusters.column("cluster_id").to_numpy().astype(np.int64)
+    digest = hashlib.sha256(ids.tobytes() + np.ascontiguousarray(matrix).tobytes()).hexdigest()[:16]
+    return FitCentroids({int(c): matrix[i] for i, c in enumerate(ids)}, digest)
+
+
+def readout_metadata(stats: quality.ClusterStats, centroids: FitCentroids) -> bytes:
+    return json.dumps({**quality.Readout.of(stats, centroids.by_id).to_json(), "centroids": centroids.digest}).encode()
+
+
+def recorded_readout(metadata: dict[bytes, bytes], centroids: FitCentroids) -> quality.Readout | None:
+    """The readout a stats footer recorded, if it has one and it was taken against these centroids."""
+    raw = metadata.get(READOUT_META)
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return quality.Readout.from_json(value) if value.get("centroids") == centroids.digest else None
 
 
 def file_fingerprint(storage: Storage, partition: str) -> dict:
@@ -76,13 +117,22 @@ def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
             yield pa.table({ID: ids, "cluster_id": pa.array(labels.astype(np.int32))}, schema=schema)
 
     rows = storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
-    table = stats.to_table()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()})
+    table = stats_table(stats, noise_before, read_centroids(storage, spec, fit_id))
     storage.write_table(table, *layout.file_parts(spec, fit_id, partition, layout.STATS))
     return rows, stats, {**fingerprint, NOISE_BEFORE: noise_before}
 
 
 NOISE_BEFORE = "noise_before_reassignment"
+
+
+def stats_table(stats: quality.ClusterStats, noise_before: int, centroids: FitCentroids | None) -> pa.Table:
+    """A file's stats as written: one row per cluster; the noise before reassignment and, once the fit has
+    centroids, the file's readout against them in the footer."""
+    table = stats.to_table()
+    meta = {**(table.schema.metadata or {}), NOISE_BEFORE.encode(): str(noise_before).encode()}
+    if centroids is not None:
+        meta[READOUT_META] = readout_metadata(stats, centroids)
+    return table.replace_schema_metadata(meta)
 
 
 def run_assignments(ctx: StageContext) -> StageResult:
