@@ -61,12 +61,16 @@ def readout_metadata(stats: quality.ClusterStats, centroids: FitCentroids) -> by
 
 
 def recorded_readout(metadata: dict[bytes, bytes], centroids: FitCentroids) -> quality.Readout | None:
-    """The readout a stats footer recorded, if it has one and it was taken against these centroids."""
+    """The readout a stats footer recorded, if it has one, whole, taken against these centroids (else None:
+    the caller reads the file's stats in full)."""
     raw = metadata.get(READOUT_META)
     if raw is None:
         return None
-    value = json.loads(raw)
-    return quality.Readout.from_json(value) if value.get("centroids") == centroids.digest else None
+    try:
+        value = json.loads(raw)
+        return quality.Readout.from_json(value) if value.get("centroids") == centroids.digest else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def file_fingerprint(storage: Storage, partition: str) -> dict:
