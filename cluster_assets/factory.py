@@ -181,7 +181,7 @@ def taxonomy_key(name: str) -> dg.AssetKey:
 def taxonomy_specs(loaded: Sequence[LoadedDefinition]) -> list[dg.AssetSpec]:
     """``taxonomies/<name>``: every taxonomy in storage or named by a definition, downstream of the labels
     of the clusters promoted into it (``cluster-assets taxonomy promote`` records its materializations)."""
-    from cluster_assets.resources import default_storage_root
+    from cluster_assets.places import default_storage_root
     from cluster_assets.taxonomy import stored_taxonomy_sources
 
     names = {item.spec.taxonomy.name for item in loaded if item.spec.taxonomy}

@@ -15,7 +15,8 @@ from pathlib import Path
 import dagster as dg
 
 from cluster_assets import factory, triggers, webhooks
-from cluster_assets.resources import default_definitions_dir, default_storage_root, engine_resource, llm_resource, storage_resource
+from cluster_assets.places import default_definitions_dir, default_storage_root
+from cluster_assets.resources import engine_resource, llm_resource, storage_resource
 from cluster_assets.spec import DefinitionError, LoadedDefinition, load_definitions
 from cluster_assets.storage import Storage
 

@@ -109,7 +109,7 @@ def materialize_group(definitions_dir: Path, group: str, instance: dg.DagsterIns
                       raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """Load the definitions folder as Dagster would and run one definition in full (every file), as
     ``cluster-assets run`` does."""
-    from cluster_assets.resources import default_storage_root
+    from cluster_assets.places import default_storage_root
     from cluster_assets.runs import run_full
 
     defs = build_defs(definitions_dir)

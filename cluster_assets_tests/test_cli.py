@@ -152,6 +152,19 @@ def test_collections_demo_list_and_show(storage):
     assert "metadata" in shown.stdout and "struct<department: string, price: double>" in shown.stdout
 
 
+
+def test_the_storage_only_commands_start_without_dagster(storage):
+    """`collections` and `artifacts` import only themselves (Dagster's import is about 2 s of every command);
+    `--help` still lists every command, in order."""
+    probe = ("import sys; from click.testing import CliRunner; from cluster_assets.cli import main; "
+             "runs = [CliRunner().invoke(main, args) for args in (['collections', 'list'], ['artifacts', 'nope'])]; "
+             "print([r.exit_code for r in runs], 'dagster' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["[0,", "1]", "False"], done.stdout + done.stderr
+    listed = [line.split()[0] for line in run("--help").stdout.split("Commands:")[1].strip().splitlines()]
+    assert listed == ["run", "collections", "definitions", "artifacts", "executions", "enrich", "map", "taxonomy",
+                      "prune", "upgrade"]
+
 def test_show_lists_sparse_and_multi_vector_dimensions(storage):
     write_table(storage, "mixed", pa.table({
         "document_id": ["a", "b"],

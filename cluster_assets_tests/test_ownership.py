@@ -28,7 +28,7 @@ def validate(folder: Path, storage_root: str):
 
 def enrich(folder: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Materialize only ``blobs/enriched_collection`` (its upstream outputs are in storage)."""
-    from cluster_assets.resources import default_storage_root
+    from cluster_assets.places import default_storage_root
     from cluster_assets.runs import run_full
     from cluster_assets.storage import Storage
 

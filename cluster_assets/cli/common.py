@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from tabulate import tabulate
 
-from cluster_assets.resources import STORAGE_ENV, default_storage_root
+from cluster_assets.places import STORAGE_ENV, default_storage_root
 from cluster_assets.storage import Storage
 
 if TYPE_CHECKING:
@@ -37,7 +38,21 @@ def fail(message: str) -> NoReturn:
 
 class CommandGroup(click.Group):
     """The top-level group: a ``ValueError`` from any subcommand (a bad id, definition or file; our errors
-    all subclass it) ends as ``Error: <message>`` and exit status 1, never as a traceback."""
+    all subclass it) ends as ``Error: <message>`` and exit status 1, never as a traceback. Its commands
+    (``lazy_commands``: name -> "module:attribute") are imported when asked for (click's lazy-group recipe)."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy_commands, *(n for n in super().list_commands(ctx) if n not in self.lazy_commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            module, _, attribute = self.lazy_commands[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

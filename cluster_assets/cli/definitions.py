@@ -17,7 +17,7 @@ import click
 import yaml
 
 from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option, warn
-from cluster_assets.resources import default_definitions_dir
+from cluster_assets.places import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, DefinitionError, LoadedDefinition
 from cluster_assets.stages import layout
 from cluster_assets.storage import Storage

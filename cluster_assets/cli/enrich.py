@@ -32,7 +32,7 @@ def enrich_command(cluster: str, run_id: str | None, target: str | None, fields:
 
     from cluster_assets import enrich_runs
     from cluster_assets.loader import build_defs
-    from cluster_assets.resources import default_definitions_dir, default_storage_root
+    from cluster_assets.places import default_definitions_dir, default_storage_root
     from cluster_assets.runs import run_full
     from cluster_assets.spec import load_definitions
     from cluster_assets.storage import Storage

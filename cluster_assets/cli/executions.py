@@ -24,7 +24,7 @@ import click
 from cluster_assets import history, triggers
 from cluster_assets.cli.common import echo_table, fail, find_definition
 from cluster_assets.cli.definitions import SHOW_SECTIONS, ShowContext
-from cluster_assets.resources import default_definitions_dir
+from cluster_assets.places import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, CronTrigger, IntervalTrigger, load_definitions
 
 

@@ -15,7 +15,7 @@ import click
 from cluster_assets import map_html
 from cluster_assets.cli.artifacts import list_runs
 from cluster_assets.cli.common import fail, find_definition, open_storage, storage_option
-from cluster_assets.resources import default_definitions_dir
+from cluster_assets.places import default_definitions_dir
 from cluster_assets.spec import ClusterDefinition, check_safe_id, load_definitions
 from cluster_assets.stages import layout
 from cluster_assets.stages.map import write_run_map

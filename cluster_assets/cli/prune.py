@@ -11,7 +11,7 @@ import click
 
 from cluster_assets import retention
 from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option
-from cluster_assets.resources import default_definitions_dir
+from cluster_assets.places import default_definitions_dir
 from cluster_assets.spec import load_definitions
 
 

@@ -20,7 +20,7 @@ def run_command(cluster: str | None, run_all: bool) -> None:
     import dagster as dg
 
     from cluster_assets.loader import build_defs
-    from cluster_assets.resources import default_definitions_dir, default_storage_root
+    from cluster_assets.places import default_definitions_dir, default_storage_root
     from cluster_assets.runs import run_full
     from cluster_assets.spec import load_definitions
     from cluster_assets.storage import Storage

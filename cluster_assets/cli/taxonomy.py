@@ -17,7 +17,7 @@ from cluster_assets import taxonomy as tx
 from cluster_assets.cli.artifacts import list_runs
 from cluster_assets.cli.common import echo_table, fail, find_definition, open_storage, storage_option, warn
 from cluster_assets.cli.map import choose_run
-from cluster_assets.resources import default_definitions_dir
+from cluster_assets.places import default_definitions_dir
 from cluster_assets.spec import check_safe_id, load_definitions
 from cluster_assets.stages import layout
 
