@@ -209,3 +209,16 @@ def test_contrast_reasks_are_counted_in_the_calls_and_tokens_paid(openai_server,
     assert len(openai_server.completions()) == len(paid)
     assert (again.metadata["llm_calls"], again.metadata["input_tokens"], again.metadata["output_tokens"]) == (0, 0, 0)
     assert (again.metadata["cache_hits"], again.metadata["cache_misses"]) == (5, 0)
+
+
+def test_contrast_with_nothing_to_re_ask_embeds_the_labels_once(openai_server, storage):
+    """Distinct labels: no re-ask, so no second (paid) embedding call for labels that did not change."""
+    def distinct(body: dict) -> dict:
+        cluster = int(documents(body)[0].split()[1].split("-")[0])
+        return {"label": ["Running shoes", "Coffee makers", "Garden tools", "Desk lamps"][cluster], "summary": "s",
+                "keywords": [f"kw{cluster}"], "confidence": 0.8}
+
+    openai_server.answer = distinct
+    outcome, _ = dedup_run(openai_server, storage, embedding_similarity_threshold=0.95, dedup_strategy="contrast")
+    assert outcome.metadata["dedup_reasked"] == 0
+    assert len(openai_server.embeddings()) == outcome.metadata["embedding_calls"] == 1

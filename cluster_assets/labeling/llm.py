@@ -342,11 +342,12 @@ class LLMLabeler:
         if strategy == "contrast":
             labels, reasked = self.contrast(labels, requests, dd.near_duplicates(compared, threshold))
             meta["dedup_reasked"] = len(reasked)
-            names = [l.label for l in labels]
-            vectors, _, again = dd.label_vectors(names, embed)
-            meta["embedding_calls"] += int(method == "provider")
-            warning = warning or again
-            compared = dd.ComparedLabels.of(ids, names, sizes, vectors)
+            if [l.label for l in labels] != names:  # the new labels are compared again, with their own vectors
+                names = [l.label for l in labels]
+                vectors, again_method, again = dd.label_vectors(names, embed)
+                meta["embedding_calls"] += int(again_method == "provider")
+                warning = warning or again
+                compared = dd.ComparedLabels.of(ids, names, sizes, vectors)
         new_names, renamed = dd.dedup_labels(compared, [l.keywords or e.keywords for l, e in zip(labels, evidence)],
                                              threshold)
         out = [dataclasses.replace(l, label=n) if n != l.label else l for l, n in zip(labels, new_names)]
@@ -369,7 +370,7 @@ class LLMLabeler:
             prompt = self.batch_prompt([requests[i]]) if self.batched else requests[i].prompt
             return self.label_one(requests[i].evidence, Prompt(prompt.system, (*prompt.parts, note)))
 
-        todo = sorted(duplicates)
+        todo = [i for i in sorted(duplicates) if requests[i].documents]  # without documents: nothing to ask from
         results = self.concurrently(one, todo, "llm-contrast")
         for i, result in zip(todo, results):
             if result.label.source == "llm":
