@@ -182,8 +182,7 @@ def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> F
         changes.new_documents = sum(file_rows(storage, f) for f in files)
         return changes
     changes.fit_id = current.fit_id
-    fit_parts = layout.fit_parts(spec, current.fit_id, layout.FIT)
-    fit_record = json.loads(storage.read_bytes(*fit_parts)) if storage.exists(*fit_parts) else {}
+    fit_record = layout.read_fit_record(storage, spec, current.fit_id)
     # a fit recorded before fit versions existed is compared on its whole definition's version
     fitted_with = fit_record.get("fit_version") or fit_record.get("code_version")
     expected = seen.fit_version if "fit_version" in fit_record else whole_version(spec)

@@ -13,7 +13,6 @@ Everything else under ``assets/<cluster>/samples/``, ``assets/<cluster>/fits/`` 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -54,10 +53,10 @@ def _entries(storage: Storage, kind: str, base: tuple[str, ...]) -> list[Entry]:
     return [Entry(kind, folder.name, (*base, folder.name), folder.newest) for folder in storage.child_folders(*base)]
 
 
-def _sample_of(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str | None:
+def _fit_sample(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str | None:
     try:
-        return json.loads(storage.read_bytes(*layout.fit_parts(spec, fit_id, layout.FIT))).get("sample_id")
-    except (FileNotFoundError, ValueError):
+        return layout.read_fit_record(storage, spec, fit_id).get("sample_id")
+    except ValueError:  # a fit.json cut short: its fit is pruned like any other
         return None
 
 
@@ -89,7 +88,7 @@ def plan(storage: Storage, spec: ClusterDefinition, in_progress: Collection[str]
     runs = _entries(storage, "artifacts", layout.artifacts_parts(spec))
 
     keep: dict[tuple[str, str], str] = {}  # (kind, id) -> why
-    sample_of = cache(lambda fit_id: _sample_of(storage, spec, fit_id))  # one fit.json read a fit
+    sample_of = cache(lambda fit_id: _fit_sample(storage, spec, fit_id))  # one fit.json read a fit
 
     def hold(kinds: tuple[str, ...], run_id: str | None, why: str) -> None:
         for kind in kinds:

@@ -13,7 +13,6 @@ every file of the definition has one.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -138,7 +137,7 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
         raise ValueError(f"enrichment.columns: collection {cid!r}, file {name} has no column {missing[0]!r}")
     matrices = None
     if classifier is not None:
-        plan = load_plan(storage, spec, _sample_of(storage, spec, fit_id))
+        plan = load_plan(storage, spec, layout.read_fit_record(storage, spec, fit_id)["sample_id"])
         matrices = (X for _, X in file_batches(storage, spec, plan, partition))
     unassigned = 0
     taxonomy_counts = {"assigned": 0, "unassigned": 0}
@@ -186,10 +185,6 @@ def enrich_into(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
     """``enrich_file`` into ``folder`` under the file's output name: the per-file unit an engine runs."""
     return enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, output_name(spec, partition)),
                        classifier)
-
-
-def _sample_of(storage: Storage, spec: ClusterDefinition, fit_id: str) -> str:
-    return json.loads(storage.read_bytes(*layout.fit_parts(spec, fit_id, layout.FIT)))["sample_id"]
 
 
 def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

@@ -99,6 +99,14 @@ class CurrentFit:
         return json.dumps(asdict(self)).encode()
 
 
+def read_fit_record(storage, spec: ClusterDefinition, fit_id: str) -> dict:
+    """A fit's ``fit.json`` (its sample id, versions, ...); empty when the fit has none."""
+    try:
+        return json.loads(storage.read_bytes(*fit_parts(spec, fit_id, FIT)))
+    except FileNotFoundError:
+        return {}
+
+
 def read_current(storage, spec: ClusterDefinition) -> CurrentFit | None:
     parts = cluster_parts(spec, CURRENT)
     if not storage.exists(*parts):
