@@ -96,3 +96,17 @@ def test_a_contrast_re_ask_under_a_clusters_prompt_lists_its_cluster_where_clust
     assert len(reasks) == 1 and "$clusters" not in reasks[0]
     assert re.findall(r"Cluster cl_(\d+) holds", reasks[0]) == ["1"] and reasks[0].startswith("Name these:")
     assert "'Running shoes'" in reasks[0]  # the neighbour it must differ from
+
+
+def test_a_batch_s_clusters_are_each_a_cache_hit_or_a_miss_answered_or_not(openai_server, storage):
+    def answer(body):  # the model forgets the last cluster of the request
+        ids = [int(n) for n in re.findall(r"Cluster cl_(\d+) holds", user_text(body))]
+        return [{"cluster_id": f"cl_{c}", "label": f"Group {c}", "keywords": [f"w{c}"]} for c in ids[:-1]]
+
+    openai_server.answer = answer
+    spec = definition(provider="openai", base_url=openai_server.base_url, labeling_inputs=text_mappings("title"),
+                      custom_prompt="Name these:\n$clusters", use_embedding_dedup=False)
+    first = choose_labeler(spec, {"openai": KEY}, storage=storage).label(evidence(clusters=4))
+    assert (first.metadata["cache_hits"], first.metadata["cache_misses"]) == (0, 4)
+    again = choose_labeler(spec, {"openai": KEY}, storage=storage).label(evidence(clusters=4))
+    assert (again.metadata["cache_hits"], again.metadata["cache_misses"]) == (3, 1)  # the forgotten one asked again

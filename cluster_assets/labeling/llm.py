@@ -269,12 +269,13 @@ class LLMLabeler:
             answer = answers.get(item.cluster_id)
             if answer is None:
                 reason = completion.error or f"the answer has no entry for {cluster_ref(item.cluster_id)}"
-                out.append(self.fallback(item, counted, reason))
-                continue
-            if self.cache:
-                self.cache.put(key, answer)
-            out.append(ClusterResult(self.from_answer(item, answer),
-                                     dataclasses.replace(counted, answer=answer), cache_miss=self.cache is not None))
+                result = self.fallback(item, counted, reason)
+            else:
+                if self.cache:
+                    self.cache.put(key, answer)
+                result = ClusterResult(self.from_answer(item, answer), dataclasses.replace(counted, answer=answer))
+            result.cache_miss = self.cache is not None  # looked up and not found, as in one-per-request labeling
+            out.append(result)
         return out
 
     def label_parents(self, parents: list) -> LabelingOutcome:
