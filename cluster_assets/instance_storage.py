@@ -1,4 +1,4 @@
-"""Dagster instance storage whose pool slots hold one step each, however many processes claim them.
+"""Dagster's instance storage, without the races it has when several processes run one definition at once.
 
 Dagster 1.13 claims a pool slot in two statements: select a free slot (``FOR UPDATE SKIP LOCKED``), then
 update that slot by id with no condition. SQLite ignores ``FOR UPDATE``, and Postgres's event log
@@ -7,7 +7,8 @@ the pool's one slot at the same instant both read it free and both win: two step
 run at once (2 of 10 two-process trials on SQLite). Here the claim is one compare-and-set statement:
 the update only takes a slot that is still free, and a step that loses waits and claims again, as a
 step blocked by the pool does. On PostgreSQL, a pool's first use by two runs at once also failed one of
-their steps; its row is upserted here.
+their steps; its row is upserted here. On SQLite, two processes registering the same new file as a
+partition failed the second; the keys are inserted or ignored in one statement, as on PostgreSQL.
 
 Use it as the instance's storage (``storage: custom:`` in dagster.yaml); every other table and path is
 Dagster's own, so an existing instance's history stays where it is.
@@ -15,9 +16,15 @@ Dagster's own, so an existing instance's history stays where it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as db
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable, ConcurrencySlotsTable
+from dagster._core.storage.event_log.schema import (
+    ConcurrencyLimitsTable,
+    ConcurrencySlotsTable,
+    DynamicPartitionsTable,
+)
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -59,11 +66,20 @@ class AtomicSlotClaim:
         return ConcurrencySlotStatus.CLAIMED if claimed else ConcurrencySlotStatus.BLOCKED
 
 
-class AtomicSlotSqliteEventLogStorage(AtomicSlotClaim, SqliteEventLogStorage):
-    pass
+class RaceFreeSqliteEventLogStorage(AtomicSlotClaim, SqliteEventLogStorage):
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
+        """One ``INSERT OR IGNORE``, as Dagster's PostgreSQL storage upserts. Dagster's SQLite storage selects the
+        keys that exist, then inserts the rest: two processes adding one new file (a sensor tick in the daemon
+        and `cluster-assets run`) both pass the select, and the second fails on the unique index."""
+        if not partition_keys:
+            return
+        self._check_partitions_table()
+        rows = [{"partitions_def_name": partitions_def_name, "partition": key} for key in partition_keys]
+        with self.index_connection() as conn:
+            conn.execute(DynamicPartitionsTable.insert().prefix_with("OR IGNORE"), rows)
 
 
-class AtomicSlotPostgresEventLogStorage(AtomicSlotClaim, PostgresEventLogStorage):
+class RaceFreePostgresEventLogStorage(AtomicSlotClaim, PostgresEventLogStorage):
     def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
         """Dagster's, with the pool's row upserted: Dagster inserts it and, when another run has just created
         the pool, updates it after the failed insert, but on PostgreSQL the failed insert has aborted the
@@ -89,7 +105,7 @@ class SqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self.base_dir = base_dir
         self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = AtomicSlotSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._event_log_storage = RaceFreeSqliteEventLogStorage(_event_logs_directory(base_dir))
         self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
@@ -108,7 +124,7 @@ class PostgresStorage(DagsterPostgresStorage):
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
         self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
-        self._event_log_storage = AtomicSlotPostgresEventLogStorage(
+        self._event_log_storage = RaceFreePostgresEventLogStorage(
             postgres_url, should_autocreate_tables, token_provider=token_provider)
         self._schedule_storage = PostgresScheduleStorage(
             postgres_url, should_autocreate_tables, token_provider=token_provider)

@@ -57,9 +57,11 @@ def sync_partitions(instance: dg.DagsterInstance, storage: Storage, spec: Cluste
 
 
 def add_partitions(instance: dg.DagsterInstance, name: str, keys: list[str], attempts: int = 5) -> None:
-    """Register ``keys`` even while another process registers some of them: Dagster reads which keys exist and
-    then inserts the rest, so two runs started at once over the same new files can both insert one key and
-    the second fails on the table's unique index. Re-read and add what is still missing."""
+    """Register ``keys`` even while another process registers some of them: Dagster's SQLite storage reads which
+    keys exist and then inserts the rest, so two runs started at once over the same new files can both insert
+    one key and the second fails on the table's unique index. Re-read and add what is still missing. (The
+    shipped instances' storage, ``cluster_assets.instance_storage``, inserts or ignores; this keeps an instance
+    on Dagster's own storage safe too.)"""
     from sqlalchemy.exc import IntegrityError
 
     for attempt in range(attempts):

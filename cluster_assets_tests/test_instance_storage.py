@@ -15,7 +15,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._utils.concurrency import ConcurrencySlotStatus
 from sqlalchemy.engine import Engine
 
-from cluster_assets.instance_storage import AtomicSlotPostgresEventLogStorage, AtomicSlotSqliteEventLogStorage
+from cluster_assets.instance_storage import RaceFreePostgresEventLogStorage, RaceFreeSqliteEventLogStorage
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = "cluster_assets/blobs"
@@ -52,11 +52,11 @@ def test_dagster_s_own_sqlite_claim_lets_both_runs_hold_the_one_slot(tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_project_s_claim_gives_the_one_slot_to_one_run(backend, tmp_path, request):
     if backend == "sqlite":
-        make = lambda: AtomicSlotSqliteEventLogStorage(str(tmp_path))  # noqa: E731
+        make = lambda: RaceFreeSqliteEventLogStorage(str(tmp_path))  # noqa: E731
     else:
         pg = request.getfixturevalue("postgres_db")
         url = f"postgresql+psycopg2://{pg['username']}@{pg['hostname']}:{pg['port']}/{pg['db_name']}"
-        make = lambda: AtomicSlotPostgresEventLogStorage(url)  # noqa: E731
+        make = lambda: RaceFreePostgresEventLogStorage(url)  # noqa: E731
     first, second = make(), make()
     claims = claim_with_a_rival_in_between(first, second)
     assert claims == {"run-1": ConcurrencySlotStatus.BLOCKED, "run-2": ConcurrencySlotStatus.CLAIMED}
@@ -75,7 +75,7 @@ def test_both_shipped_instances_use_the_project_s_storage(config, storage_class,
     if storage_class == "SqliteStorage":
         monkeypatch.chdir(tmp_path)
         with dg.DagsterInstance.from_config(str(REPO)) as instance:
-            assert isinstance(instance.event_log_storage, AtomicSlotSqliteEventLogStorage)
+            assert isinstance(instance.event_log_storage, RaceFreeSqliteEventLogStorage)
             assert instance.event_log_storage.supports_global_concurrency_limits
             assert (tmp_path / ".cluster_assets" / "dagster" / "history" / "runs.db").is_file()
 
@@ -87,7 +87,7 @@ def test_a_pool_another_run_creates_at_the_same_moment_is_not_an_error_on_postgr
            f"{postgres_db['db_name']}")
     (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
     with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
-        first, second = AtomicSlotPostgresEventLogStorage(url), AtomicSlotPostgresEventLogStorage(url)
+        first, second = RaceFreePostgresEventLogStorage(url), RaceFreePostgresEventLogStorage(url)
         first.register_instance(instance)
         second.register_instance(instance)
         created = []
@@ -105,3 +105,29 @@ def test_a_pool_another_run_creates_at_the_same_moment_is_not_an_error_on_postgr
         assert created == [True]
         assert first.get_concurrency_info(POOL).slot_count == 1
         assert [p.limit for p in first.get_pool_limits() if p.name == POOL] == [1]
+
+
+@pytest.mark.parametrize("storage_class", [SqliteEventLogStorage, RaceFreeSqliteEventLogStorage])
+def test_a_file_another_process_registers_at_the_same_moment_is_not_an_error(storage_class, tmp_path):
+    """Dagster's SQLite storage selects the partition keys that exist, then inserts the rest: a key another
+    process inserts in between fails the insert. Ours inserts or ignores in one statement."""
+    first, second = storage_class(str(tmp_path)), storage_class(str(tmp_path))
+    keys = ["points/part-0.parquet", "points/part-500.parquet"]
+    added = []
+
+    def rival_adds_first(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT") and "DYNAMIC_PARTITIONS" in statement.upper() and not added:
+            added.append("rival")  # before: its own insert passes through here too
+            second.add_dynamic_partitions("blobs__files", keys[1:])
+
+    db.event.listen(Engine, "before_cursor_execute", rival_adds_first)
+    try:
+        if storage_class is SqliteEventLogStorage:
+            with pytest.raises(db.exc.IntegrityError):
+                first.add_dynamic_partitions("blobs__files", keys)
+            return
+        first.add_dynamic_partitions("blobs__files", keys)
+    finally:
+        db.event.remove(Engine, "before_cursor_execute", rival_adds_first)
+    assert added == ["rival"]
+    assert sorted(first.get_dynamic_partitions("blobs__files")) == keys  # each key once

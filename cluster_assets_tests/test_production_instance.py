@@ -57,12 +57,12 @@ def test_the_shipped_production_instance_on_postgres_and_s3(production, definiti
     from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
     from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
 
-    from cluster_assets.instance_storage import AtomicSlotPostgresEventLogStorage
+    from cluster_assets.instance_storage import RaceFreePostgresEventLogStorage
 
     spec = spec_of(definitions_dir)
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, AtomicSlotPostgresEventLogStorage)
+        assert isinstance(instance.event_log_storage, RaceFreePostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 7200
