@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from typing import TYPE_CHECKING
 
@@ -121,14 +122,18 @@ class TermCounts:
                                        shape=(n_groups, self.documents))
         return np.asarray((membership @ self.counts).todense(), dtype=np.float64)
 
+    @cached_property
+    def present(self) -> "sparse.csc_matrix":
+        """documents x terms: whether the document holds the term (made once: the lift of every level reads it)."""
+        return (self.counts > 0).tocsc()
+
     def holds(self, terms: list[str]) -> "sparse.csc_matrix":
         """documents x ``terms``, sparse: 1 where the document holds the term (a term not counted: nowhere)."""
         from scipy import sparse
 
         column = {t: i for i, t in enumerate(self.terms)}
-        present = (self.counts > 0).tocsc()
         nowhere = sparse.csc_matrix((self.documents, 1), dtype=bool)
-        return sparse.hstack([present[:, [column[t]]] if t in column else nowhere for t in terms]).tocsc()
+        return sparse.hstack([self.present[:, [column[t]]] if t in column else nowhere for t in terms]).tocsc()
 
 
 def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10,
@@ -159,7 +164,7 @@ def class_tfidf_keywords(texts: list[str], labels: np.ndarray, top_n: int = 10,
     scores = tf * idf
     scores[:, phrase] *= per_class[:, phrase] >= MIN_PHRASE_COUNT
     if counts.documents >= MIN_DOCUMENTS_FOR_SHARE:
-        document_share = np.asarray((counts.counts > 0).sum(axis=0)).ravel() / counts.documents
+        document_share = np.asarray(counts.present.sum(axis=0)).ravel() / counts.documents
         scores[:, document_share > MAX_DOCUMENT_SHARE] = 0.0
     heads = np.zeros(len(terms))
     for c in clusters:
