@@ -40,8 +40,9 @@ def fitted(tmp_path_factory):
         if i == 1:  # the fit sees only the first file
             run_plain(storage, spec, "fit", until="labels")
         storage.write_table(table.take(rows), "collections", "digits", f"part-{i}.parquet")
+    centroids = read_centroids(storage, spec, "fit")  # the assignments stage reads them once for its files
     for partition in NEW_FILES:
-        assign_file(storage, spec, "fit", partition)
+        assign_file(storage, spec, "fit", partition, centroids=centroids)
     return root
 
 

@@ -99,9 +99,10 @@ def read_assignments(storage: Storage, spec: ClusterDefinition, fit_id: str, par
     return storage.read_table(*layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
 
 
-def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
-                partition: str) -> tuple[int, quality.ClusterStats, dict]:
+def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str,
+                centroids: FitCentroids | None = None) -> tuple[int, quality.ClusterStats, dict]:
     """Assign one file; returns its document count, per-cluster stats (also written beside it), fingerprint.
+    ``centroids``: the fit's (``read_centroids``, read once by the stage), for the stats footer's readout.
 
     The fingerprint also carries ``noise_before_reassignment`` (the noise count before outlier reassignment).
     """
@@ -121,7 +122,7 @@ def assign_file(storage: Storage, spec: ClusterDefinition, fit_id: str,
             yield pa.table({ID: ids, "cluster_id": pa.array(labels.astype(np.int32))}, schema=schema)
 
     rows = storage.write_batches(schema, batches(), *layout.file_parts(spec, fit_id, partition, layout.ASSIGNMENTS))
-    table = stats_table(stats, noise_before, read_centroids(storage, spec, fit_id))
+    table = stats_table(stats, noise_before, centroids)
     storage.write_table(table, *layout.file_parts(spec, fit_id, partition, layout.STATS))
     return rows, stats, {**fingerprint, NOISE_BEFORE: noise_before}
 
@@ -147,7 +148,8 @@ def run_assignments(ctx: StageContext) -> StageResult:
     per_file: dict[str, int] = {}
     noise_before = 0
     with timed(result, "duration_s"):
-        done = ctx.engine.map(assign_file, storage, spec, fit_id, ctx.partitions)
+        done = ctx.engine.map(assign_file, storage, spec, fit_id, ctx.partitions,
+                              centroids=read_centroids(storage, spec, fit_id))
         for partition, (rows, stats, fingerprint) in zip(ctx.partitions, done):
             noise_before += fingerprint.pop(NOISE_BEFORE, 0)
             total.merge(stats)

@@ -162,14 +162,11 @@ def stable_ids(labels: np.ndarray, X: np.ndarray, previous_centroids: dict[int, 
 
 
 def previous_centroids(storage, spec: ClusterDefinition) -> dict[int, np.ndarray] | None:
-    current = layout.read_current(storage, spec)
-    if current is None or not storage.exists(*layout.fit_parts(spec, current.fit_id, layout.CLUSTERS)):
-        return None
-    from cluster_assets.stages.embed import read_matrix
+    from cluster_assets.stages.assign import read_centroids  # assign imports this module
 
-    clusters = storage.read_table(*layout.fit_parts(spec, current.fit_id, layout.CLUSTERS))
-    matrix = read_matrix(clusters.select(["centroid"]).rename_columns(["vector"]))
-    return {int(c): matrix[i] for i, c in enumerate(clusters.column("cluster_id").to_pylist())}
+    current = layout.read_current(storage, spec)
+    found = read_centroids(storage, spec, current.fit_id) if current is not None else None
+    return found.by_id if found is not None else None
 
 
 def run_model(ctx: StageContext) -> StageResult:
