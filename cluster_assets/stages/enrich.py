@@ -123,8 +123,9 @@ def carried_columns(schema: pa.Schema, spec: ClusterDefinition) -> list[str]:
 
 
 def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
-                destination: tuple[str, ...], classifier=None) -> tuple[int, int, dict[str, int]]:
-    """Write one enriched file; returns (documents, documents without an assignment, taxonomy counts)."""
+                destination: tuple[str, ...], classifier=None, plan=None) -> tuple[int, int, dict[str, int]]:
+    """Write one enriched file; returns (documents, documents without an assignment, taxonomy counts).
+    ``classifier`` (a taxonomy's) classifies each document's vectors, read by the fit's feature ``plan``."""
     cid, name = layout.split_partition(partition)
     assigned = read_assignments(storage, spec, fit_id, partition)
     index = pd.Index(assigned.column(ID).to_numpy(zero_copy_only=False))
@@ -137,7 +138,6 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
         raise ValueError(f"enrichment.columns: collection {cid!r}, file {name} has no column {missing[0]!r}")
     matrices = None
     if classifier is not None:
-        plan = load_plan(storage, spec, layout.read_fit_record(storage, spec, fit_id)["sample_id"])
         matrices = (X for _, X in file_batches(storage, spec, plan, partition))
     unassigned = 0
     taxonomy_counts = {"assigned": 0, "unassigned": 0}
@@ -181,10 +181,10 @@ def enrich_file(storage: Storage, spec: ClusterDefinition, fit_id: str, partitio
 
 
 def enrich_into(storage: Storage, spec: ClusterDefinition, fit_id: str, partition: str, label_columns: LabelColumns,
-                folder: tuple[str, ...], classifier=None) -> tuple[int, int, dict[str, int]]:
+                folder: tuple[str, ...], classifier=None, plan=None) -> tuple[int, int, dict[str, int]]:
     """``enrich_file`` into ``folder`` under the file's output name: the per-file unit an engine runs."""
     return enrich_file(storage, spec, fit_id, partition, label_columns, (*folder, output_name(spec, partition)),
-                       classifier)
+                       classifier, plan)
 
 
 def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -205,11 +205,16 @@ def run_enrichment(ctx: StageContext) -> StageResult:
         labels = storage.read_table(*labels_parts)
         fields = enrichment_fields(spec, labels)
         label_columns = LabelColumns(labels, fields)
-        classifier = None
+        classifier = plan = None
         if spec.taxonomy:
             from cluster_assets.taxonomy import Classifier, load_taxonomy
 
             classifier = Classifier(load_taxonomy(storage, spec.taxonomy.name), spec.taxonomy.similarity_threshold)
+            record = layout.read_fit_record(storage, spec, fit_id)  # the fit's feature plan: once, not per file
+            if "sample_id" not in record:
+                raise LineageError(f"{storage.uri(*layout.fit_parts(spec, fit_id, layout.FIT))} is missing: "
+                                   f"materialize {spec.cluster_name}/model again")
+            plan = load_plan(storage, spec, record["sample_id"])
         targets = spec.target_collection_ids()
         written: dict[str, int] = {}
         unassigned = 0
@@ -228,7 +233,7 @@ def run_enrichment(ctx: StageContext) -> StageResult:
                 owner = ownership.Owner(spec.cluster_name, tuple(set(owner.files) | set(outputs)), fit_id)
             ownership.claim(storage, target, owner)
             done = ctx.engine.map(enrich_into, storage, spec, fit_id, mine[target], label_columns=label_columns,
-                                  folder=folder, classifier=classifier)
+                                  folder=folder, classifier=classifier, plan=plan)
             for partition, (rows, missing, classified) in zip(mine[target], done):
                 out = output_name(spec, partition)
                 for key in taxonomy_counts:
