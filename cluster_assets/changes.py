@@ -155,11 +155,14 @@ class Snapshot:
     known: list[str]
     current: layout.CurrentFit | None
     assigned: set[str]
+    # the whole definition's version: a tick's decision also follows what the fit does not (the trigger's
+    # min_new_documents, the drift check's limits), so an edit to those is a change too
+    definition_version: str = ""
 
     @property
     def digest(self) -> str:
         fit = [self.current.fit_id, self.current.partitions] if self.current else None
-        return _digest([self.fit_version, self.files, self.known, fit, sorted(self.assigned)])
+        return _digest([self.definition_version, self.files, self.known, fit, sorted(self.assigned)])
 
 
 def snapshot(instance, storage: Storage, spec: ClusterDefinition) -> Snapshot:
@@ -169,7 +172,7 @@ def snapshot(instance, storage: Storage, spec: ClusterDefinition) -> Snapshot:
     known = instance.get_dynamic_partitions(partitions.partitions_name(spec))
     current = layout.read_current(storage, spec)
     assigned = assigned_files(storage, spec, current.fit_id) if current else set()
-    return Snapshot(fit_version(spec), files, known, current, assigned)
+    return Snapshot(fit_version(spec), files, known, current, assigned, whole_version(spec))
 
 
 def file_changes(seen: Snapshot, storage: Storage, spec: ClusterDefinition) -> FileChanges:

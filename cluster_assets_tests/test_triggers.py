@@ -329,3 +329,22 @@ def test_editing_what_the_fit_does_not_follow_never_refits_and_editing_what_it_d
     [refit] = tick_after(algorithm_config={"num_clusters": 4}).run_requests
     assert {k.to_user_string() for k in refit.asset_selection} == GROUP_KEYS
     assert refit.tags[triggers.TAG_REFIT_REASON] == "a field the fit follows changed since the fit"
+
+
+def test_a_quiet_tick_s_cursor_changes_when_the_trigger_or_checks_change(storage):
+    """The quiet-tick cursor covers what the tick's decision follows beyond the fit: lowering
+    min_new_documents or tightening a drift limit is seen at the next tick, before any file changes."""
+    from cluster_assets.changes import snapshot
+    from cluster_assets.spec import parse_definition
+
+    write_blobs(storage)
+    trigger = {"type": "event", "min_new_documents": 50}
+    body = definition(triggers=[trigger])
+    with dg.DagsterInstance.ephemeral() as instance:
+        def digest(**changes) -> str:
+            return snapshot(instance, storage, parse_definition({**body, **changes})).digest
+
+        quiet = digest()
+        assert digest() == quiet
+        assert digest(triggers=[{**trigger, "min_new_documents": 10}]) != quiet
+        assert digest(checks={"new_files_max_cohesion_drop": 0.01}) != quiet
