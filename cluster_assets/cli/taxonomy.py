@@ -78,14 +78,15 @@ def promote(cluster: str, name: str, run_id: str | None, clusters: tuple[str, ..
     except ValueError as exc:
         fail(str(exc))
     storage = open_storage(storage_root)
+    loaded, _ = load_definitions(definitions_dir or default_definitions_dir())
+    found = find_definition(loaded, cluster)
+    features = found.spec.feature_addresses if found else None
+    cluster = found.spec.cluster_name if found else cluster  # it may have been named by its group name
     chosen = choose_run(storage, cluster, run_id, layout.CENTROIDS_ARTIFACT)
     with_members = [r.run_id for r in list_runs(storage, cluster) if layout.MEMBERS_ARTIFACT in r.files]
     previous = None
     if chosen in with_members and with_members.index(chosen) + 1 < len(with_members):
         previous = with_members[with_members.index(chosen) + 1]
-    loaded, _ = load_definitions(definitions_dir or default_definitions_dir())
-    found = find_definition(loaded, cluster)
-    features = found.spec.feature_addresses if found else None
     try:
         promotion = tx.promote(storage, cluster, chosen, name, clusters=_cluster_ids(clusters), min_size=min_size,
                                previous_run_id=previous, max_change=max_change, force=force,
