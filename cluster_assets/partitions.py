@@ -45,8 +45,9 @@ def sync_partitions(instance: dg.DagsterInstance, storage: Storage, spec: Cluste
     name = partitions_name(spec)
     keys = current_keys(storage, spec)
     known = instance.get_dynamic_partitions(name)
-    added = [k for k in keys if k not in set(known)]
-    removed = [k for k in known if k not in set(keys)]
+    known_set, key_set = set(known), set(keys)  # thousands of files: one set each, not one per key
+    added = [k for k in keys if k not in known_set]
+    removed = [k for k in known if k not in key_set]
     if added:
         add_partitions(instance, name, added)
     for key in removed:
