@@ -39,10 +39,12 @@ def list_runs(storage: Storage, cluster: str) -> list[RunArtifacts]:
     """Runs that left artifacts for ``cluster``, newest first."""
     found = []
     for run in storage.child_folders("artifacts", cluster):
-        files = {name: info.size for name, info in sorted(run.files.items())
+        shown = {name: info for name, info in sorted(run.files.items())
                  if "/" not in name and not name.startswith(("_", "."))}
-        if files:
-            found.append(RunArtifacts(run.name, files, datetime.fromtimestamp(run.newest, timezone.utc)))
+        if shown:  # dated by the artifacts shown, not by a staging file still being written beside them
+            newest = max((info.mtime_ns or 0 for info in shown.values()), default=0) / 1e9
+            found.append(RunArtifacts(run.name, {n: i.size for n, i in shown.items()},
+                                      datetime.fromtimestamp(newest, timezone.utc)))
     return sorted(found, key=lambda r: (r.modified, r.run_id), reverse=True)
 
 
