@@ -476,7 +476,7 @@ def parent_keywords(tree: ClusterTree, texts: Sequence[str], sample_leaf: np.nda
     leaves = tree.node_id[tree.is_leaf].tolist()
     leaf_row = {leaf: i for i, leaf in enumerate(leaves)}
     rows = np.array([leaf_row.get(int(c), -1) for c in sample_leaf], dtype=np.int64)
-    per_leaf = counts.per_group(rows, len(leaves))[:, ~counts.phrase]
+    per_leaf = counts.per_group(rows, len(leaves), terms=~counts.phrase)
     words_per_leaf = per_leaf.sum(axis=1)
     mean_words = words_per_leaf[words_per_leaf > 0].mean() if (words_per_leaf > 0).any() else 1.0
     term_freq = per_leaf.sum(axis=0)

@@ -112,15 +112,17 @@ class TermCounts:
     def documents(self) -> int:
         return self.counts.shape[0]
 
-    def per_group(self, groups: np.ndarray, n_groups: int) -> np.ndarray:
-        """Term counts summed per group (``groups``: one group per document, -1 for none): groups x terms."""
+    def per_group(self, groups: np.ndarray, n_groups: int, terms: np.ndarray | None = None) -> np.ndarray:
+        """Term counts summed per group (``groups``: one group per document, -1 for none): groups x terms
+        (only the columns ``terms`` selects, before anything is made dense)."""
         from scipy import sparse
 
         groups = np.asarray(groups)
         mask = groups >= 0
         membership = sparse.csr_matrix((np.ones(mask.sum()), (groups[mask], np.flatnonzero(mask))),
                                        shape=(n_groups, self.documents))
-        return np.asarray((membership @ self.counts).todense(), dtype=np.float64)
+        counts = self.counts if terms is None else self.counts[:, terms]
+        return np.asarray((membership @ counts).todense(), dtype=np.float64)
 
     @cached_property
     def present(self) -> "sparse.csc_matrix":
