@@ -224,8 +224,7 @@ def _mean_shift_params(X: np.ndarray, params: dict) -> dict:
     from sklearn.neighbors import NearestNeighbors
 
     grid = get_bin_seeds(X, bandwidth, params.get("min_bin_freq", 1))
-    nearest, _ = NearestNeighbors(n_neighbors=1).fit(X).kneighbors(grid)
-    if (nearest[:, 0] <= bandwidth).any():
+    if len(grid) and (NearestNeighbors(n_neighbors=1).fit(X).kneighbors(grid)[0][:, 0] <= bandwidth).any():
         return params
     rng = np.random.default_rng(0)
     seeds = X[np.sort(rng.choice(len(X), min(len(X), MEAN_SHIFT_SEEDS), replace=False))]

@@ -127,6 +127,9 @@ def test_mean_shift_seeds_from_the_data_only_where_bin_seeding_finds_no_point():
     blobs = ClusterModel("mean_shift", params).fit(X)
     assert blobs.fitted_params_["bin_seeding"] is True and "seeds" not in blobs.fitted_params_
     assert all(len(set(truth[blobs.labels_ == c])) == 1 for c in np.unique(blobs.labels_))  # no cluster spans blobs
+    # a min_bin_freq no bin reaches leaves no grid seed at all (scikit-learn fails): seeds from the data
+    sparse_bins = ClusterModel("mean_shift", {**params, "min_bin_freq": 1000}).fit(X)
+    assert sparse_bins.fitted_params_["bin_seeding"] is False and len(np.unique(sparse_bins.labels_)) >= 3
 
 def test_gaussian_mixture_fits_float32_vectors_with_constant_dimensions():
     # digits has pixels that are always 0: full covariances are singular in float32.
